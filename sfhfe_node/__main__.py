@@ -1,0 +1,3 @@
+from sfhfe_node.cli import main
+
+raise SystemExit(main())
