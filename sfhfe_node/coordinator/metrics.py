@@ -1,0 +1,125 @@
+"""The coordinator's counters, rendered in the Prometheus text format.
+
+Free of I/O: the application bumps the counters and asks for the text when
+``GET /metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+
+__all__ = ["LatencySummary", "CoordinatorMetrics"]
+
+_QUANTILES = (0.5, 0.9, 0.99)
+
+
+class LatencySummary:
+    """Count, sum and quantiles of durations in seconds.
+
+    Parameters:
+        window: how many recent durations the quantiles are computed from
+            (default 1024). Larger is steadier and costs more memory and
+            sorting time per scrape; count and sum cover every duration.
+    """
+
+    def __init__(self, window: int = 1024) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.count = 0
+        self.total = 0.0
+        self._recent: deque[float] = deque(maxlen=window)
+
+    def observe(self, seconds: float) -> None:
+        """Record one duration."""
+        self.count += 1
+        self.total += seconds
+        self._recent.append(seconds)
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of the recent durations, ``None`` before any."""
+        if not self._recent:
+            return None
+        ordered = sorted(self._recent)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class CoordinatorMetrics:
+    """Counters of insight uploads, meta updates and store writes."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self.meta_updates = 0
+        self.meta_save_failures = 0
+        self.internal_errors = 0
+        self.store_write = LatencySummary()
+
+    def reject(self, reason: str) -> None:
+        """Count one upload rejected for ``reason``."""
+        self.rejected[reason] += 1
+
+    def render(self, meta_version: int, nodes_known: int, nodes_active: int) -> str:
+        """The Prometheus text exposition of every metric."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, text: str, samples: list[str]) -> None:
+            lines.append(f"# HELP {name} {text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(samples)
+
+        def one(name: str, kind: str, text: str, value: float) -> None:
+            metric(name, kind, text, [f"{name} {_number(value)}"])
+
+        one("sfhfe_insights_received_total", "counter",
+            "Insight uploads received.", self.received)
+        one("sfhfe_insights_stored_total", "counter",
+            "New insights stored.", self.stored)
+        one("sfhfe_insights_duplicates_total", "counter",
+            "Uploads of an insight already stored.", self.duplicates)
+        metric(
+            "sfhfe_insights_rejected_total",
+            "counter",
+            "Uploads rejected, by reason.",
+            [
+                f'sfhfe_insights_rejected_total{{reason="{_label(reason)}"}} {count}'
+                for reason, count in sorted(self.rejected.items())
+            ],
+        )
+        one("sfhfe_meta_version", "gauge",
+            "Version of the meta-parameters served.", meta_version)
+        one("sfhfe_meta_updates_total", "counter",
+            "Meta-parameter versions made.", self.meta_updates)
+        one("sfhfe_meta_save_failures_total", "counter",
+            "Meta-parameter versions the store failed to save.",
+            self.meta_save_failures)
+        one("sfhfe_nodes_known", "gauge", "Nodes ever heard from.", nodes_known)
+        one("sfhfe_nodes_active", "gauge",
+            "Nodes heard from within the staleness limit.", nodes_active)
+        one("sfhfe_http_internal_errors_total", "counter",
+            "Requests that failed with an unexpected error.", self.internal_errors)
+        latency = self.store_write
+        samples = [
+            f'sfhfe_store_write_seconds{{quantile="{q}"}} '
+            f"{_number(latency.quantile(q))}"
+            for q in _QUANTILES
+        ]
+        samples.append(f"sfhfe_store_write_seconds_sum {_number(latency.total)}")
+        samples.append(f"sfhfe_store_write_seconds_count {latency.count}")
+        metric("sfhfe_store_write_seconds", "summary",
+               "Time to commit one insight to the store.", samples)
+        return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "NaN"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

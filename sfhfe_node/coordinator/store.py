@@ -1,0 +1,449 @@
+"""The coordinator's durable store: one SQLite file in WAL mode.
+
+Tables (schema version in ``PRAGMA user_version``)::
+
+    nodes          node_id, gossip, embedding (JSON), records, first_seen,
+                   last_seen, last_seq
+    insights       node_id, seq, received, body (the validated insight as JSON),
+                   UNIQUE(node_id, seq)
+    drift_events   node_id, seq, received, events, active
+    meta_versions  version, created, params (JSON), trigger
+
+Every write is one transaction committed before the call returns, so an
+insight the coordinator acknowledged survives a crash or a restart. SQLite
+calls block: the application runs them on one dedicated thread, which also
+serialises the writes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sfhfe_node.errors import InvalidStateError, StoreError
+from sfhfe_node.logs import coordinator_log
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DURABILITY",
+    "StoreState",
+    "NodeRecord",
+    "MetaRecord",
+    "Store",
+]
+
+SCHEMA_VERSION = 1
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+
+_T = TypeVar("_T")
+
+# Each entry upgrades the schema from its index to index + 1.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """
+        CREATE TABLE nodes (
+            node_id    TEXT PRIMARY KEY,
+            gossip     TEXT,
+            embedding  TEXT NOT NULL,
+            records    INTEGER NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen  REAL NOT NULL,
+            last_seq   INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE insights (
+            id       INTEGER PRIMARY KEY,
+            node_id  TEXT NOT NULL,
+            seq      INTEGER NOT NULL,
+            received REAL NOT NULL,
+            body     TEXT NOT NULL,
+            UNIQUE (node_id, seq)
+        )
+        """,
+        """
+        CREATE TABLE drift_events (
+            id       INTEGER PRIMARY KEY,
+            node_id  TEXT NOT NULL,
+            seq      INTEGER NOT NULL,
+            received REAL NOT NULL,
+            events   INTEGER NOT NULL,
+            active   INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE meta_versions (
+            version  INTEGER PRIMARY KEY,
+            created  REAL NOT NULL,
+            params   TEXT NOT NULL,
+            trigger  TEXT NOT NULL
+        )
+        """,
+    ),
+]
+
+
+class StoreState(enum.Enum):
+    """Lifecycle of a :class:`Store`."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One known client node, as the store last saw it.
+
+    ``last`` is the node's most recent insight (highest ``seq``), or ``None``
+    when the store was asked not to load it.
+    """
+
+    node_id: str
+    gossip: str | None
+    embedding: list[float]
+    records: int
+    first_seen: float
+    last_seen: float
+    last_seq: int
+    last: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MetaRecord:
+    """One saved meta-parameter version."""
+
+    version: int
+    created: float
+    params: dict[str, Any]
+    trigger: str
+
+
+class Store:
+    """Nodes, insights, drift events and meta versions in one SQLite file.
+
+    The store opens (creating or migrating the schema) when constructed and
+    is then :attr:`StoreState.OPEN`; :meth:`close` moves it to ``CLOSED`` and
+    any later call raises :class:`InvalidStateError`. Calls are thread-safe
+    (a lock serialises them) but block, so asyncio code runs them on one
+    dedicated thread.
+
+    Parameters:
+        path: the database file; its folder is created if missing.
+        durability: ``"full"`` (default) syncs the write-ahead log on every
+            commit, so an acknowledged insight survives a power loss;
+            ``"normal"`` syncs only at checkpoints, several times faster per
+            write, and can lose the last commits on power loss (never on a
+            process crash).
+        busy_timeout: seconds a call waits for a lock held by another process
+            on the same file before it fails with :class:`StoreError`
+            (default 5.0).
+    """
+
+    def __init__(
+        self, path: Path, *, durability: str = "full", busy_timeout: float = 5.0
+    ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(
+                f"durability {durability!r} is not one of {', '.join(DURABILITY)}"
+            )
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0, got {busy_timeout}")
+        self.path = Path(path)
+        self.durability = durability
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self.state = StoreState.CLOSED
+        self._db = self._open()
+        self.state = StoreState.OPEN
+
+    # Lifecycle.
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"store {self.path} cannot use WAL mode ({mode})")
+            db.execute(f"PRAGMA synchronous={DURABILITY[self.durability]}")
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._migrate(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"cannot prepare store {self.path}: {exc}") from exc
+        except StoreError:
+            db.close()
+            raise
+        coordinator_log.debug("store open at %s", self.path)
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        found = db.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema {found}, newer than this "
+                f"program's {SCHEMA_VERSION}"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={version + 1}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            coordinator_log.info("store schema migrated to %d", version + 1)
+
+    def close(self) -> None:
+        """Close the database; closing twice is harmless."""
+        with self._lock:
+            if self.state is StoreState.CLOSED:
+                return
+            self.state = StoreState.CLOSED
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot close store {self.path}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file."""
+        return self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0])
+
+    def pragma(self, name: str) -> Any:
+        """Read one of ``journal_mode``, ``synchronous`` or ``busy_timeout``."""
+        if name not in ("journal_mode", "synchronous", "busy_timeout"):
+            raise ValueError(f"pragma {name!r} cannot be read here")
+        return self._read(lambda db: db.execute(f"PRAGMA {name}").fetchone()[0])
+
+    # Writes.
+
+    def add_insight(
+        self, insight: dict[str, Any], received: float | None = None
+    ) -> bool:
+        """Store a validated insight and update its node.
+
+        Returns ``True`` for a new insight and ``False`` for a duplicate of an
+        already stored ``(node_id, seq)``, which changes nothing. The node's
+        gossip address, embedding and record count follow its insight with the
+        highest ``seq``, so a late retry of an old insight does not roll them
+        back. ``received`` defaults to the current time.
+        """
+        now = time.time() if received is None else received
+        node_id = insight["node_id"]
+        seq = insight["seq"]
+        body = json.dumps(insight, separators=(",", ":"), allow_nan=False)
+
+        def write(db: sqlite3.Connection) -> bool:
+            added = db.execute(
+                "INSERT OR IGNORE INTO insights (node_id, seq, received, body) "
+                "VALUES (?, ?, ?, ?)",
+                (node_id, seq, now, body),
+            ).rowcount
+            if not added:
+                return False
+            db.execute(
+                """
+                INSERT INTO nodes (node_id, gossip, embedding, records,
+                                   first_seen, last_seen, last_seq)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (node_id) DO UPDATE SET
+                    last_seen = max(last_seen, excluded.last_seen),
+                    gossip = CASE WHEN excluded.last_seq >= last_seq
+                             THEN excluded.gossip ELSE gossip END,
+                    embedding = CASE WHEN excluded.last_seq >= last_seq
+                                THEN excluded.embedding ELSE embedding END,
+                    records = CASE WHEN excluded.last_seq >= last_seq
+                              THEN excluded.records ELSE records END,
+                    last_seq = max(last_seq, excluded.last_seq)
+                """,
+                (
+                    node_id,
+                    insight["gossip"],
+                    json.dumps(insight["embedding"]),
+                    insight["records"],
+                    now,
+                    now,
+                    seq,
+                ),
+            )
+            drift = insight["drift"]
+            if drift["events"] or drift["active"]:
+                db.execute(
+                    "INSERT INTO drift_events (node_id, seq, received, events, "
+                    "active) VALUES (?, ?, ?, ?, ?)",
+                    (node_id, seq, now, drift["events"], int(drift["active"])),
+                )
+            return True
+
+        return self._write(write)
+
+    def save_meta(
+        self,
+        version: int,
+        params: dict[str, Any],
+        trigger: str,
+        created: float | None = None,
+    ) -> None:
+        """Record a new meta-parameter version; a reused version is an error."""
+        text = json.dumps(params, separators=(",", ":"), allow_nan=False)
+        stamp = time.time() if created is None else created
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO meta_versions (version, created, params, trigger) "
+                "VALUES (?, ?, ?, ?)",
+                (version, stamp, text, trigger),
+            )
+
+        self._write(write)
+
+    # Reads.
+
+    def nodes(self, *, with_last: bool = False) -> list[NodeRecord]:
+        """Every known node, ordered by id; ``with_last`` loads its last insight."""
+        if with_last:
+            query = (
+                "SELECT n.node_id, n.gossip, n.embedding, n.records, n.first_seen,"
+                " n.last_seen, n.last_seq, i.body FROM nodes n LEFT JOIN insights"
+                " i ON i.node_id = n.node_id AND i.seq = n.last_seq"
+                " ORDER BY n.node_id"
+            )
+        else:
+            query = (
+                "SELECT node_id, gossip, embedding, records, first_seen, last_seen,"
+                " last_seq, NULL FROM nodes ORDER BY node_id"
+            )
+        rows = self._read(lambda db: db.execute(query).fetchall())
+        return [
+            NodeRecord(
+                node_id=row[0],
+                gossip=row[1],
+                embedding=json.loads(row[2]),
+                records=row[3],
+                first_seen=row[4],
+                last_seen=row[5],
+                last_seq=row[6],
+                last=None if row[7] is None else json.loads(row[7]),
+            )
+            for row in rows
+        ]
+
+    def node_counts(self, since: float) -> tuple[int, int]:
+        """Nodes known, and nodes heard from at or after ``since``."""
+        query = "SELECT count(*), count(*) FILTER (WHERE last_seen >= ?) FROM nodes"
+        row = self._read(lambda db: db.execute(query, (since,)).fetchone())
+        return int(row[0]), int(row[1] or 0)
+
+    def insights(
+        self, node_id: str | None = None, *, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored insights in arrival order, of one node or of all.
+
+        ``limit`` keeps only the most recent ones.
+        """
+        args = [] if node_id is None else [node_id]
+        where = "" if node_id is None else "WHERE node_id = ?"
+        query = f"SELECT body FROM insights {where} ORDER BY id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(int(limit))
+        rows = self._read(lambda db: db.execute(query, args).fetchall())
+        return [json.loads(row[0]) for row in reversed(rows)]
+
+    def count_insights(self) -> int:
+        """How many distinct insights are stored."""
+        query = "SELECT count(*) FROM insights"
+        return self._read(lambda db: db.execute(query).fetchone()[0])
+
+    def drift_events(self, node_id: str | None = None) -> list[dict[str, Any]]:
+        """Recorded drift reports in arrival order."""
+        args = [] if node_id is None else [node_id]
+        where = "" if node_id is None else "WHERE node_id = ?"
+        query = (
+            "SELECT node_id, seq, received, events, active FROM drift_events "
+            f"{where} ORDER BY id"
+        )
+        rows = self._read(lambda db: db.execute(query, args).fetchall())
+        keys = ("node_id", "seq", "received", "events", "active")
+        return [dict(zip(keys, row[:4] + (bool(row[4]),))) for row in rows]
+
+    def latest_meta(self) -> MetaRecord | None:
+        """The highest saved meta version, or ``None`` before the first one."""
+        query = (
+            "SELECT version, created, params, trigger FROM meta_versions "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        row = self._read(lambda db: db.execute(query).fetchone())
+        if row is None:
+            return None
+        return MetaRecord(row[0], row[1], json.loads(row[2]), row[3])
+
+    def meta_history(self, limit: int = 100) -> list[MetaRecord]:
+        """The most recent meta versions, oldest first."""
+        query = (
+            "SELECT version, created, params, trigger FROM meta_versions "
+            "ORDER BY version DESC LIMIT ?"
+        )
+        rows = self._read(lambda db: db.execute(query, (limit,)).fetchall())
+        return [MetaRecord(r[0], r[1], json.loads(r[2]), r[3]) for r in rows[::-1]]
+
+    # Plumbing.
+
+    def _check_open(self) -> None:
+        if self.state is not StoreState.OPEN:
+            raise InvalidStateError(f"store {self.path} is {self.state.value}")
+
+    def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._lock:
+            self._check_open()
+            try:
+                return query(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {exc}") from exc
+
+    def _write(self, change: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._lock:
+            self._check_open()
+            with self._transaction() as db:
+                return change(db)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write cannot start: {exc}") from exc
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"store write failed: {exc}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            coordinator_log.warning("store rollback failed", exc_info=True)

@@ -1,0 +1,243 @@
+"""Experts and the bank that trains same-shaped experts as one tensor.
+
+An expert is a feature *view* of the stream (what it looks at) followed by a
+*head* (how it maps that to outputs): a linear map when ``hidden`` is 0, a
+one-hidden-layer tanh network otherwise. Experts whose view width and hidden
+width agree form a *group*: their weights are stacked along a leading expert
+axis and the whole group runs as one batched matrix product
+(``torch.baddbmm``), forward and backward. All groups' parameters are views of
+one flat float32 vector trained by :class:`~sfhfe_node.learner.optim.FlatAdam`
+with one learning rate per expert, so an update costs the same handful of
+vector operations however many experts there are.
+
+Adding an expert is adding an :class:`ExpertSpec`: a view the learner knows
+how to build and a head size.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sfhfe_node.errors import LearnerError
+from sfhfe_node.learner.optim import FlatAdam
+
+__all__ = ["ExpertSpec", "DEFAULT_EXPERTS", "ExpertBank"]
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """What one expert looks at, how big its head is, and how fast it learns.
+
+    Parameters:
+        name: stable lowercase identifier (``[a-z][a-z0-9_]*``), used in
+            insights, meta-parameters and gossip.
+        view: name of the feature view the learner builds for it
+            (``"plain"``, ``"geometry"`` or ``"temporal"``).
+        hidden: hidden units of the head; 0 makes it linear.
+        lr: initial Adam step size; the coordinator tunes it later.
+    """
+
+    name: str
+    view: str
+    hidden: int
+    lr: float
+
+
+DEFAULT_EXPERTS: tuple[ExpertSpec, ...] = (
+    # softmax (or linear) regression on the standardised record and its context
+    ExpertSpec("linear", "plain", 0, 0.02),
+    # a small network on the same input, for interactions between features
+    ExpertSpec("mlp", "plain", 32, 0.005),
+    # the same network with a high rate: forgets fast, so it follows drift
+    ExpertSpec("adaptive", "plain", 32, 0.03),
+    # a head on the online principal components of the record
+    ExpertSpec("geometry", "geometry", 16, 0.01),
+    # a network over the last few records and labels (a lagged window)
+    ExpertSpec("temporal", "temporal", 32, 0.005),
+)
+
+
+@dataclass(frozen=True)
+class _Group:
+    members: tuple[int, ...]
+    width: int
+    hidden: int
+    # parameter name -> (offset in the flat vector, shape of one expert's tensor)
+    params: dict[str, tuple[int, tuple[int, ...]]]
+
+
+class ExpertBank:
+    """The weights of every expert, grouped by shape, and their optimiser.
+
+    Parameters:
+        specs: the experts, in the order their outputs are returned.
+        widths: width of each view the specs name.
+        n_outputs: outputs per expert (classes, or 1 for regression).
+        generator: seeded source of the initial weights.
+    """
+
+    def __init__(
+        self,
+        specs: tuple[ExpertSpec, ...],
+        widths: dict[str, int],
+        n_outputs: int,
+        generator: torch.Generator,
+    ) -> None:
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names) or not all(_NAME.fullmatch(n) for n in names):
+            raise LearnerError(f"expert names must be unique [a-z0-9_]: {names}")
+        for spec in specs:
+            if spec.view not in widths:
+                raise LearnerError(f"expert {spec.name} asks for unknown view {spec.view}")
+        self.specs = specs
+        self.names = tuple(names)
+        self.n_outputs = n_outputs
+        self.groups = self._layout(widths)
+        size = max(offset + math.prod(shape) * len(group.members)
+                   for group in self.groups
+                   for offset, shape in group.params.values())
+        self.flat = torch.zeros(size)
+        self._init_weights(generator)
+        self.flat.requires_grad_(True)
+        self.optimizer = FlatAdam(self.flat)
+        order = [i for group in self.groups for i in group.members]
+        self._unsort = torch.tensor(np.argsort(order), dtype=torch.long)
+        for spec in specs:
+            self.set_lr(spec.name, spec.lr)
+
+    def _layout(self, widths: dict[str, int]) -> tuple[_Group, ...]:
+        keys: dict[tuple[int, int], list[int]] = {}
+        for i, spec in enumerate(self.specs):
+            keys.setdefault((widths[spec.view], spec.hidden), []).append(i)
+        groups = []
+        offset = 0
+        for (width, hidden), members in keys.items():
+            if hidden == 0:
+                shapes = {"w": (width, self.n_outputs), "b": (self.n_outputs,)}
+            else:
+                shapes = {
+                    "w1": (width, hidden),
+                    "b1": (hidden,),
+                    "w2": (hidden, self.n_outputs),
+                    "b2": (self.n_outputs,),
+                }
+            params = {}
+            for pname, shape in shapes.items():
+                params[pname] = (offset, shape)
+                offset += math.prod(shape) * len(members)
+            groups.append(_Group(tuple(members), width, hidden, params))
+        return tuple(groups)
+
+    @torch.no_grad()
+    def _init_weights(self, generator: torch.Generator) -> None:
+        for group in self.groups:
+            for pname, (_, shape) in group.params.items():
+                if pname.startswith("b"):
+                    continue
+                bound = 1.0 / math.sqrt(shape[0])
+                stacked = self._stacked(group, pname)
+                stacked.copy_(
+                    (torch.rand(stacked.shape, generator=generator) * 2 - 1) * bound
+                )
+
+    def _stacked(self, group: _Group, pname: str) -> torch.Tensor:
+        offset, shape = group.params[pname]
+        count = len(group.members)
+        return self.flat[offset : offset + count * math.prod(shape)].view(count, *shape)
+
+    def _locate(self, name: str) -> tuple[_Group, int]:
+        try:
+            index = self.names.index(name)
+        except ValueError:
+            raise LearnerError(
+                f"unknown expert {name!r}; known: {', '.join(self.names)}"
+            ) from None
+        for group in self.groups:
+            if index in group.members:
+                return group, group.members.index(index)
+        raise LearnerError(f"expert {name!r} has no group")
+
+    def _slices(self, name: str) -> dict[str, torch.Tensor]:
+        group, slot = self._locate(name)
+        return {pname: self._stacked(group, pname)[slot] for pname in group.params}
+
+    def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Outputs of every expert, [n_experts, n, n_outputs], in spec order."""
+        outputs = []
+        for group in self.groups:
+            inputs = [views[self.specs[i].view] for i in group.members]
+            if all(x is inputs[0] for x in inputs):
+                X = inputs[0].unsqueeze(0).expand(len(inputs), -1, -1)
+            else:
+                X = torch.stack(inputs)
+            if group.hidden == 0:
+                w, b = self._stacked(group, "w"), self._stacked(group, "b")
+                outputs.append(torch.baddbmm(b.unsqueeze(1), X, w))
+            else:
+                w1, b1 = self._stacked(group, "w1"), self._stacked(group, "b1")
+                w2, b2 = self._stacked(group, "w2"), self._stacked(group, "b2")
+                hidden = torch.tanh(torch.baddbmm(b1.unsqueeze(1), X, w1))
+                outputs.append(torch.baddbmm(b2.unsqueeze(1), hidden, w2))
+        joined = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return joined.index_select(0, self._unsort)
+
+    def step(self) -> None:
+        """Apply the gradient accumulated in the flat vector."""
+        self.optimizer.step()
+
+    def lr(self, name: str) -> float:
+        """The learning rate expert ``name`` uses now."""
+        group, slot = self._locate(name)
+        offset, shape = next(iter(group.params.values()))
+        return float(self.optimizer.lr[offset + slot * math.prod(shape)])
+
+    def set_lr(self, name: str, lr: float) -> None:
+        """Make expert ``name`` learn with step size ``lr``."""
+        group, slot = self._locate(name)
+        for offset, shape in group.params.values():
+            size = math.prod(shape)
+            start = offset + slot * size
+            self.optimizer.set_lr(start, start + size, lr)
+
+    def spec(self, name: str) -> dict[str, tuple[int, ...]]:
+        """Parameter name -> shape of expert ``name``'s head."""
+        group, _ = self._locate(name)
+        return {pname: shape for pname, (_, shape) in group.params.items()}
+
+    def export(self, name: str) -> dict[str, np.ndarray]:
+        """Float32 copies of expert ``name``'s head parameters."""
+        return {
+            pname: tensor.detach().numpy().copy()
+            for pname, tensor in self._slices(name).items()
+        }
+
+    @torch.no_grad()
+    def blend(self, name: str, params: dict[str, np.ndarray], factor: float) -> None:
+        """``own = (1 - factor) own + factor params``; inputs must be checked."""
+        for pname, tensor in self._slices(name).items():
+            tensor.mul_(1.0 - factor).add_(torch.from_numpy(params[pname]), alpha=factor)
+
+    def nbytes(self) -> int:
+        """Bytes held by the weights and the optimiser state."""
+        return 4 * self.flat.numel() * 5
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights and optimiser state, as tensors."""
+        return {"flat": self.flat.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        flat = state["flat"]
+        if not isinstance(flat, torch.Tensor) or flat.shape != self.flat.shape:
+            raise LearnerError("saved expert weights do not match this bank's layout")
+        with torch.no_grad():
+            self.flat.copy_(flat)
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,189 @@
+"""The router: a contextual bandit that picks experts, and a gate that mixes them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from sfhfe_node.errors import LearnerError
+from sfhfe_node.learner.optim import FlatAdam
+
+__all__ = ["Router"]
+
+
+class Router:
+    """Discounted LinUCB over experts, epsilon mixing, and a softmax gate.
+
+    For a record with context ``c`` (a bias, the label context and the
+    standardised features) expert ``e`` scores
+    ``theta_e . c + alpha * sqrt(c^T A_e^-1 c) + prior_weight * (prior_e - 0.5)``
+    where ``A_e = ridge * I + S_e`` and ``theta_e = A_e^-1 b_e`` come from the
+    rewards the expert earned when it was active. ``S_e`` and ``b_e`` decay by
+    ``discount`` every batch, so an expert left idle regains exploration bonus
+    and the router follows drift. The top ``top_k`` scores are activated; with
+    probability ``epsilon`` a record is routed to ``top_k`` experts drawn at
+    random instead, which puts a floor under every expert's share and under
+    the routing entropy. A reward that is NaN or infinite is ignored.
+
+    The active experts' predictions are mixed with weights from a softmax
+    gate (a linear map of the same context) restricted to them, trained on the
+    mixture's loss.
+
+    Parameters:
+        n_experts: number of experts.
+        context_dim: width of ``c``, bias included.
+        top_k: experts activated per record (default 3, at most ``n_experts``).
+        alpha: weight of the exploration bonus (default 0.1, in reward units).
+            Higher explores more; 0 is greedy.
+        epsilon: share of records routed at random (default 0.05).
+        ridge: prior precision of every ``A_e`` (default 1.0).
+        discount: per-batch decay of the bandit statistics (default 0.995).
+            Lower forgets faster.
+        prior_weight: score added per unit of coordinator prior above 0.5
+            (default 0.2).
+        gate_lr: Adam step size of the gate (default 0.01).
+        generator: seeded source of the epsilon draws.
+
+    Reference: Li, Chu, Langford and Schapire (2010), "A contextual-bandit
+    approach to personalized news article recommendation".
+    """
+
+    def __init__(
+        self,
+        n_experts: int,
+        context_dim: int,
+        *,
+        top_k: int = 3,
+        alpha: float = 0.1,
+        epsilon: float = 0.05,
+        ridge: float = 1.0,
+        discount: float = 0.995,
+        prior_weight: float = 0.2,
+        gate_lr: float = 0.01,
+        generator: torch.Generator,
+    ) -> None:
+        if not 1 <= top_k <= n_experts:
+            raise LearnerError(f"top_k={top_k} must be in [1, {n_experts}]")
+        self.n_experts = n_experts
+        self.context_dim = context_dim
+        self.top_k = top_k
+        self.alpha = alpha
+        self.epsilon = epsilon
+        self.ridge = ridge
+        self.discount = discount
+        self.prior_weight = prior_weight
+        self.generator = generator
+        self.S = np.zeros((n_experts, context_dim, context_dim))
+        self.b = np.zeros((n_experts, context_dim))
+        self.priors = np.full(n_experts, 0.5)
+        self.counts = np.zeros(n_experts)
+        self.ignored_rewards = 0
+        self.gate = torch.zeros(context_dim * n_experts + n_experts, requires_grad=True)
+        self.gate_optimizer = FlatAdam(self.gate, lr=gate_lr)
+        self._solved: tuple[np.ndarray, np.ndarray] | None = None
+
+    def scores(self, C: np.ndarray) -> np.ndarray:
+        """UCB score of every expert for every context row, [n, n_experts]."""
+        theta, inverse = self._solve()
+        mean = C @ theta.T
+        spread = np.einsum("nd,edf,nf->ne", C, inverse, C)
+        bonus = self.alpha * np.sqrt(np.maximum(spread, 0.0))
+        return mean + bonus + self.prior_weight * (self.priors - 0.5)
+
+    def route(self, C: np.ndarray, *, explore: bool) -> np.ndarray:
+        """Indices of the active experts per row, [n, top_k], best first.
+
+        ``explore`` draws the epsilon-random rows (this advances the
+        generator); without it the choice is a pure function of the state.
+        """
+        scores = self.scores(C)
+        if explore and self.epsilon > 0 and len(C):
+            shape = (len(C), self.n_experts + 1)
+            draws = torch.rand(shape, generator=self.generator).double().numpy()
+            random_rows = draws[:, 0] < self.epsilon
+            scores[random_rows] = draws[random_rows, 1:]
+        return np.argsort(-scores, axis=1, kind="stable")[:, : self.top_k]
+
+    def mix_weights(self, C: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Gate weights of the active experts, [n, top_k], rows summing to 1."""
+        split = self.context_dim * self.n_experts
+        W = self.gate[:split].view(self.context_dim, self.n_experts)
+        logits = torch.addmm(self.gate[split:], C, W)
+        return torch.softmax(logits.gather(1, active), dim=1)
+
+    def learn_many(self, C: np.ndarray, active: np.ndarray, rewards: np.ndarray) -> None:
+        """Update the bandit with the active experts' rewards, [n, top_k].
+
+        Call after the gate loss has been back-propagated; this also applies
+        the gate's gradient.
+        """
+        mask = np.zeros((len(C), self.n_experts))
+        reward = np.zeros((len(C), self.n_experts))
+        finite = np.isfinite(rewards)
+        self.ignored_rewards += int(finite.size - np.count_nonzero(finite))
+        rows = np.repeat(np.arange(len(C)), self.top_k).reshape(active.shape)
+        mask[rows[finite], active[finite]] = 1.0
+        reward[rows[finite], active[finite]] = rewards[finite]
+        self.S = self.discount * self.S + np.einsum("ne,nd,nf->edf", mask, C, C)
+        self.b = self.discount * self.b + (reward * mask).T @ C
+        self.counts += np.bincount(active.ravel(), minlength=self.n_experts)
+        self._solved = None
+        self.gate_optimizer.step()
+
+    def usage(self) -> np.ndarray:
+        """Share of routing slots each expert received so far; uniform at first."""
+        total = self.counts.sum()
+        if total <= 0:
+            return np.full(self.n_experts, 1.0 / self.n_experts)
+        return self.counts / total
+
+    def entropy(self) -> float:
+        """Entropy of :meth:`usage`, divided by its maximum ``log(n_experts)``."""
+        share = self.usage()
+        share = share[share > 0]
+        return float(-(share * np.log(share)).sum() / math.log(self.n_experts))
+
+    def _solve(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._solved is None:
+            A = self.S + self.ridge * np.eye(self.context_dim)
+            inverse = np.linalg.inv(A)
+            theta = np.einsum("edf,ef->ed", inverse, self.b)
+            self._solved = (theta, inverse)
+        return self._solved
+
+    def state_dict(self) -> dict[str, Any]:
+        """Bandit statistics, priors, gate and generator state."""
+        return {
+            "S": torch.from_numpy(self.S.copy()),
+            "b": torch.from_numpy(self.b.copy()),
+            "priors": torch.from_numpy(self.priors.copy()),
+            "counts": torch.from_numpy(self.counts.copy()),
+            "ignored_rewards": self.ignored_rewards,
+            "gate": self.gate.detach().clone(),
+            "gate_optimizer": self.gate_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        E, d = self.n_experts, self.context_dim
+        shapes = {"S": (E, d, d), "b": (E, d), "priors": (E,), "counts": (E,)}
+        arrays = {}
+        for key, shape in shapes.items():
+            value = np.asarray(state[key], dtype=np.float64).copy()
+            if value.shape != shape:
+                raise LearnerError(f"router {key} has shape {value.shape}; expected {shape}")
+            arrays[key] = value
+        if tuple(state["gate"].shape) != tuple(self.gate.shape):
+            raise LearnerError("router gate does not match this router's layout")
+        self.S, self.b = arrays["S"], arrays["b"]
+        self.priors, self.counts = arrays["priors"], arrays["counts"]
+        self.ignored_rewards = int(state["ignored_rewards"])
+        with torch.no_grad():
+            self.gate.copy_(state["gate"])
+        self.gate_optimizer.load_state_dict(state["gate_optimizer"])
+        self.generator.set_state(state["generator"].clone())
+        self._solved = None

@@ -1,0 +1,102 @@
+"""Record streams read files as they are, skipping and counting bad rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from sfhfe_node.errors import StreamError
+from sfhfe_node.stream import MAX_LINE, RecordStream, count_rows, parse_share
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return f"csv:{path}"
+
+
+def test_batches_keep_source_indices(tmp_path: Path) -> None:
+    """Records carry their row number, and the target is split from the features."""
+    spec = write(tmp_path / "s.csv", "a,b,y\n1,2,x\n3,4,y\n5,6,x\n")
+    with RecordStream(spec, "y") as stream:
+        batch = stream.read_batch(2)
+        assert stream.features == ["a", "b"]
+        assert stream.read_batch(2).index.tolist() == [2]
+        assert stream.read_batch(2) is None
+    assert batch.index.tolist() == [0, 1]
+    assert batch.features.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert batch.targets == ["x", "y"]
+
+
+def test_bad_rows_are_skipped_and_counted(tmp_path: Path) -> None:
+    """Wrong cell counts and oversize lines are skipped; bad cells become NaN."""
+    long_line = "9," * (MAX_LINE // 2) + "9\n"
+    spec = write(
+        tmp_path / "s.csv",
+        "a,b,y\n1,2,0\n1,2\n" + long_line + "abc,inf,1\n,7,\n4,5,1\n",
+    )
+    with RecordStream(spec, "y") as stream:
+        batch = stream.read_batch(10)
+    assert batch.index.tolist() == [0, 3, 4, 5]
+    assert stream.skipped == 2
+    assert math.isnan(batch.features[1, 0]) and math.isnan(batch.features[1, 1])
+    assert stream.bad_cells == 3
+    assert batch.targets == ["0", "1", None, "1"]
+
+
+def test_share_takes_a_contiguous_block(tmp_path: Path) -> None:
+    """Share 2/3 of nine rows reads rows 3, 4 and 5."""
+    rows = "".join(f"{i},{i % 2}\n" for i in range(9))
+    spec = write(tmp_path / "s.csv", "a,y\n" + rows)
+    assert count_rows(spec) == 9
+    with RecordStream(spec, "y", share=parse_share("2/3")) as stream:
+        assert stream.read_batch(100).index.tolist() == [3, 4, 5]
+        assert stream.read_batch(100) is None
+
+
+def test_start_resumes_after_learned_records(tmp_path: Path) -> None:
+    """A stream started at record 2 returns records 2 onward."""
+    spec = write(tmp_path / "s.csv", "a,y\n0,0\n1,1\n2,0\n3,1\n")
+    with RecordStream(spec, "y", start=2) as stream:
+        assert stream.read_batch(10).index.tolist() == [2, 3]
+
+
+def test_jsonl_stream_reads_objects(tmp_path: Path) -> None:
+    """JSON lines give features by key; non-objects are skipped."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"a": 1, "y": "u"}\n[1]\n{"a": "x", "y": 2}\nnot json\n')
+    with RecordStream(f"jsonl:{path}", "y") as stream:
+        batch = stream.read_batch(10)
+    assert batch.index.tolist() == [0, 2]
+    assert batch.targets == ["u", "2"]
+    assert stream.skipped == 2
+
+
+def test_builtin_elec2_is_shipped() -> None:
+    """The package carries the Elec2 stream with its target."""
+    with RecordStream("builtin:elec2") as stream:
+        assert stream.target == "class"
+        assert len(stream.features) == 6
+        assert len(stream.read_batch(5)) == 5
+
+
+@pytest.mark.parametrize("spec", ["csv:/nonexistent/x.csv", "tcp:1.2.3.4", "builtin:nope"])
+def test_unopenable_stream_is_a_stream_error(spec: str) -> None:
+    """A stream that cannot be opened raises StreamError with the reason."""
+    with pytest.raises(StreamError):
+        RecordStream(spec, None)
+
+
+def test_missing_target_column_is_named(tmp_path: Path) -> None:
+    """A target absent from the header is reported with the columns present."""
+    spec = write(tmp_path / "s.csv", "a,b\n1,2\n")
+    with pytest.raises(StreamError, match="'y' is not in the header"):
+        RecordStream(spec, "y")
+
+
+def test_bad_share_is_refused() -> None:
+    """Shares outside 1..N are refused."""
+    for text in ("0/3", "4/3", "x"):
+        with pytest.raises(StreamError):
+            parse_share(text)
