@@ -239,6 +239,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("drain_timeout", _seconds, 15.0,
             "seconds to wait for the coordinator at the end of the stream",
             ("client",)),
+    Setting("ignore_meta", _flag, False,
+            "upload insights but do not apply the coordinator's meta-parameters",
+            ("client",)),
     Setting("summary", _path, None, "write a JSON summary here on exit", ("client",)),
     Setting("threads", _positive_int, 1, "torch threads for learning", ("client",)),
 )

@@ -407,6 +407,8 @@ class ClientNode:
         self.uplink.wake()
 
     def _on_meta(self, meta: dict[str, Any]) -> None:
+        if self.settings.ignore_meta:
+            return
         if meta["version"] > self.meta_version and meta["learning_rates"]:
             self.meta_version = meta["version"]
             self._pending_meta = meta

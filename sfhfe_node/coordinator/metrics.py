@@ -63,54 +63,47 @@ class CoordinatorMetrics:
 
     def render(self, meta_version: int, nodes_known: int, nodes_active: int) -> str:
         """The Prometheus text exposition of every metric."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, text: str, samples: list[str]) -> None:
-            lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(samples)
-
-        def one(name: str, kind: str, text: str, value: float) -> None:
-            metric(name, kind, text, [f"{name} {_number(value)}"])
-
-        one("sfhfe_insights_received_total", "counter",
-            "Insight uploads received.", self.received)
-        one("sfhfe_insights_stored_total", "counter",
-            "New insights stored.", self.stored)
-        one("sfhfe_insights_duplicates_total", "counter",
-            "Uploads of an insight already stored.", self.duplicates)
-        metric(
-            "sfhfe_insights_rejected_total",
-            "counter",
-            "Uploads rejected, by reason.",
-            [
-                f'sfhfe_insights_rejected_total{{reason="{_label(reason)}"}} {count}'
-                for reason, count in sorted(self.rejected.items())
-            ],
-        )
-        one("sfhfe_meta_version", "gauge",
-            "Version of the meta-parameters served.", meta_version)
-        one("sfhfe_meta_updates_total", "counter",
-            "Meta-parameter versions made.", self.meta_updates)
-        one("sfhfe_meta_save_failures_total", "counter",
-            "Meta-parameter versions the store failed to save.",
-            self.meta_save_failures)
-        one("sfhfe_nodes_known", "gauge", "Nodes ever heard from.", nodes_known)
-        one("sfhfe_nodes_active", "gauge",
-            "Nodes heard from within the staleness limit.", nodes_active)
-        one("sfhfe_http_internal_errors_total", "counter",
-            "Requests that failed with an unexpected error.", self.internal_errors)
-        latency = self.store_write
-        samples = [
-            f'sfhfe_store_write_seconds{{quantile="{q}"}} '
-            f"{_number(latency.quantile(q))}"
-            for q in _QUANTILES
+        simple = [
+            ("insights_received_total", "counter", "Insight uploads received.",
+             self.received),
+            ("insights_stored_total", "counter", "New insights stored.", self.stored),
+            ("insights_duplicates_total", "counter",
+             "Uploads of an insight already stored.", self.duplicates),
+            ("meta_version", "gauge", "Version of the meta-parameters served.",
+             meta_version),
+            ("meta_updates_total", "counter", "Meta-parameter versions made.",
+             self.meta_updates),
+            ("meta_save_failures_total", "counter",
+             "Meta-parameter versions the store failed to save.",
+             self.meta_save_failures),
+            ("nodes_known", "gauge", "Nodes ever heard from.", nodes_known),
+            ("nodes_active", "gauge", "Nodes heard from within the staleness limit.",
+             nodes_active),
+            ("http_internal_errors_total", "counter",
+             "Requests that failed with an unexpected error.", self.internal_errors),
         ]
-        samples.append(f"sfhfe_store_write_seconds_sum {_number(latency.total)}")
-        samples.append(f"sfhfe_store_write_seconds_count {latency.count}")
-        metric("sfhfe_store_write_seconds", "summary",
-               "Time to commit one insight to the store.", samples)
+        lines: list[str] = []
+        for name, kind, text, value in simple:
+            lines += _header("sfhfe_" + name, kind, text)
+            lines.append(f"sfhfe_{name} {_number(value)}")
+
+        name = "sfhfe_insights_rejected_total"
+        lines += _header(name, "counter", "Uploads rejected, by reason.")
+        for reason, count in sorted(self.rejected.items()):
+            lines.append(f'{name}{{reason="{_label(reason)}"}} {count}')
+
+        name = "sfhfe_store_write_seconds"
+        latency = self.store_write
+        lines += _header(name, "summary", "Time to commit one insight to the store.")
+        for q in _QUANTILES:
+            lines.append(f'{name}{{quantile="{q}"}} {_number(latency.quantile(q))}')
+        lines.append(f"{name}_sum {_number(latency.total)}")
+        lines.append(f"{name}_count {latency.count}")
         return "\n".join(lines) + "\n"
+
+
+def _header(name: str, kind: str, text: str) -> list[str]:
+    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
 
 
 def _number(value: float | None) -> str:

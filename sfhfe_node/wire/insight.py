@@ -80,7 +80,11 @@ def decode_body(body: bytes, content_type: str) -> Any:
     kind = content_type.split(";", 1)[0].strip().lower()
     try:
         if kind == "application/json":
-            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            return json.loads(
+                body.decode("utf-8"),
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+            )
         if kind in ("application/msgpack", "application/x-msgpack"):
             return msgpack.unpackb(
                 body,
@@ -90,12 +94,19 @@ def decode_body(body: bytes, content_type: str) -> Any:
     except InsightError:
         raise
     except (ValueError, RecursionError, msgpack.UnpackException) as exc:
-        raise InsightError("bad_encoding", f"body is not valid {kind}: {exc or type(exc).__name__}") from None
+        raise InsightError("bad_encoding", f"body is not valid {kind}: {str(exc) or type(exc).__name__}") from None
     raise InsightError(
         "unsupported_media_type",
         f"content type {kind!r} is not allowed; use application/json or "
         "application/msgpack",
     )
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InsightError("not_finite", f"{text[:40]} is not a finite number")
+    return value
 
 
 def _reject_constant(name: str) -> float:

@@ -96,6 +96,7 @@ def test_json_and_msgpack_bodies_decode_alike() -> None:
     [
         (b"{not json", "application/json"),
         (b"[1, NaN]", "application/json"),
+        (b"[1e999]", "application/json"),
         (b"[" * 100_000, "application/json"),
         (b"\xc1", "application/msgpack"),
         (b"\x91" * 100_000 + b"\x01", "application/msgpack"),

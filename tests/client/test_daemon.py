@@ -1,0 +1,78 @@
+"""The client daemon, run as a real process on small CSV streams."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import TIMEOUT
+
+
+def make_stream(path: Path, labels: np.ndarray, seed: int = 0) -> None:
+    """Write a CSV with three features loosely tied to the labels."""
+    rng = np.random.default_rng(seed)
+    lines = ["a,b,c,y"]
+    for label in labels:
+        a, b, c = rng.normal(size=3) + label
+        lines.append(f"{a:.5f},{b:.5f},{c:.5f},{int(label)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_client(tmp: Path, stream: Path, name: str, *extra: str) -> list[dict]:
+    """Run a client without coordinator or peers; return its prediction lines."""
+    predictions = tmp / f"{name}.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client",
+         "--stream", f"csv:{stream}", "--target", "y",
+         "--listen", "127.0.0.1:0", "--state-dir", str(tmp / name),
+         "--predictions", str(predictions), "--batch-size", "16", *extra],
+        capture_output=True, text=True, timeout=TIMEOUT * 6,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [json.loads(line) for line in predictions.read_text().splitlines()]
+
+
+def test_one_prediction_per_record(tmp_path: Path) -> None:
+    """Every record of the stream gets exactly one prediction line, in order."""
+    labels = np.random.default_rng(1).integers(0, 2, size=500)
+    stream = tmp_path / "s.csv"
+    make_stream(stream, labels)
+    lines = run_client(tmp_path, stream, "run")
+    assert [line["index"] for line in lines] == list(range(500))
+    assert {line["prediction"] for line in lines} <= {0, 1, "0", "1"}
+    assert all(len(line["experts"]) >= 1 for line in lines)
+
+
+def test_prediction_is_made_before_learning_the_record(tmp_path: Path) -> None:
+    """Changing record k's label changes no prediction for records up to k."""
+    labels = np.random.default_rng(2).integers(0, 2, size=400)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    make_stream(first, labels)
+    flipped = labels.copy()
+    k = 250
+    flipped[k:] = 1 - flipped[k:]
+    make_stream(second, flipped)
+    before = run_client(tmp_path, first, "first")
+    after = run_client(tmp_path, second, "second")
+    same = [a["prediction"] == b["prediction"] for a, b in zip(before, after)]
+    assert all(same[: k + 1])
+    assert not all(same[k + 1 :])
+
+
+def test_bad_rows_do_not_stop_the_node(tmp_path: Path) -> None:
+    """Broken rows are skipped and the rest of the stream is still learned."""
+    stream = tmp_path / "s.csv"
+    stream.write_text(
+        "a,b,y\n" + "1,2,0\n" * 40 + "1,2\n" + "x,NaN,1\n" + "3,4,1\n" * 40
+    )
+    summary = tmp_path / "summary.json"
+    lines = run_client(tmp_path, stream, "bad", "--summary", str(summary))
+    assert len(lines) == 82
+    figures = json.loads(summary.read_text())
+    assert figures["skipped_rows"] == 1
+    assert figures["bad_cells"] == 2
+    assert figures["records"] == 82

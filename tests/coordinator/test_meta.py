@@ -1,0 +1,167 @@
+"""Tests of the meta learner (no I/O)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sfhfe_node.coordinator.meta import MetaLearner, MetaParams
+from sfhfe_node.wire.insight import validate_meta
+from tests.coordinator.helpers import expert, make_insight
+
+
+def population(learner: MetaLearner, rates: dict[str, float], **fields) -> None:
+    """Feed one insight per node; ``rates`` maps node id to its linear lr.
+
+    The node whose rate is highest improves most.
+    """
+    top = max(rates.values())
+    for node_id, lr in rates.items():
+        gain = 0.5 * lr / top
+        stats = expert(lr, loss_start=1.0, loss_end=1.0 - gain)
+        insight = make_insight(node_id=node_id, experts={"linear": stats}, **fields)
+        learner.observe(insight)
+
+
+def test_starts_at_version_zero_with_empty_maps() -> None:
+    """A fresh learner serves version 0 with no rates and no priors."""
+    document = MetaLearner().current.to_document()
+    assert document == {"version": 0, "learning_rates": {}, "router_priors": {}}
+
+
+def test_no_version_before_a_trigger() -> None:
+    """Fewer than min_samples insights within max_interval make no version."""
+    learner = MetaLearner(min_samples=5, max_interval=60.0)
+    population(learner, {"a": 0.01, "b": 0.02})
+    assert learner.maybe_update(0.0) is None
+    assert learner.maybe_update(30.0) is None
+    assert learner.current.version == 0
+
+
+def test_sample_trigger_increments_version_once() -> None:
+    """Reaching min_samples makes version 1, and nothing new makes no version 2."""
+    learner = MetaLearner(min_samples=2)
+    population(learner, {"a": 0.01, "b": 0.02})
+    params = learner.maybe_update(0.0)
+    assert params is not None and params.version == 1
+    assert learner.last_trigger == "samples"
+    assert learner.maybe_update(1e6) is None
+
+
+def test_time_trigger_fires_after_max_interval() -> None:
+    """One new insight makes a version once max_interval has passed."""
+    learner = MetaLearner(min_samples=100, max_interval=60.0)
+    learner.maybe_update(0.0)
+    population(learner, {"a": 0.01})
+    assert learner.maybe_update(59.0) is None
+    assert learner.maybe_update(60.0).version == 1
+    assert learner.last_trigger == "time"
+
+
+def test_drift_share_triggers_once_per_crossing() -> None:
+    """A share of drifting nodes makes one version, not one per insight."""
+    learner = MetaLearner(min_samples=100, drift_share=0.5)
+    drifting = {"events": 1, "active": True}
+    population(learner, {"a": 0.01, "b": 0.02}, drift=drifting)
+    assert learner.maybe_update(0.0).version == 1
+    assert learner.last_trigger == "drift"
+    population(learner, {"a": 0.01, "b": 0.02}, drift=drifting)
+    assert learner.maybe_update(1.0) is None
+
+
+def test_accuracy_drop_triggers_a_version() -> None:
+    """A fall of mean window accuracy by accuracy_drop makes a version."""
+    learner = MetaLearner(min_samples=2, accuracy_drop=0.1)
+    population(learner, {"a": 0.01, "b": 0.02})
+    learner.maybe_update(0.0)
+    worse = {"records": 320, "loss": 0.45, "accuracy": 0.6}
+    population(learner, {"a": 0.01}, window=worse, seq=1)
+    assert learner.maybe_update(1.0).version == 2
+    assert learner.last_trigger == "performance"
+
+
+def test_rates_move_toward_the_best_nodes() -> None:
+    """The new rate is near the rate of the node that improved most."""
+    learner = MetaLearner(min_samples=1, top_quantile=0.25)
+    population(learner, {"a": 0.001, "b": 0.002, "c": 0.004, "d": 0.1})
+    rate = learner.maybe_update(0.0).learning_rates["linear"]
+    assert rate in (pytest.approx(0.08), pytest.approx(0.125))
+
+
+def test_exploit_is_a_geometric_mean() -> None:
+    """With every node in the top quantile the rate is their geometric mean."""
+    learner = MetaLearner(min_samples=1, top_quantile=1.0, explore=(1.0,))
+    population(learner, {"a": 0.001, "b": 0.1})
+    rate = learner.maybe_update(0.0).learning_rates["linear"]
+    assert rate == pytest.approx(math.sqrt(0.001 * 0.1))
+
+
+def test_rates_stay_within_floor_and_ceiling() -> None:
+    """Rates outside [lr_floor, lr_ceiling] are clipped."""
+    learner = MetaLearner(min_samples=1, lr_floor=1e-3, lr_ceiling=0.5)
+    stats = {"hot": expert(5.0), "cold": expert(1e-6)}
+    learner.observe(make_insight(experts=stats))
+    rates = learner.maybe_update(0.0).learning_rates
+    assert rates == {"cold": 1e-3, "hot": 0.5}
+
+
+def test_priors_favour_the_lowest_loss() -> None:
+    """The expert with the lowest population loss gets prior 1, others less."""
+    learner = MetaLearner(min_samples=1)
+    stats = {"good": expert(0.01, loss_end=0.1), "bad": expert(0.01, loss_end=2.0)}
+    learner.observe(make_insight(experts=stats))
+    priors = learner.maybe_update(0.0).router_priors
+    assert priors["good"] == 1.0
+    assert 0.0 <= priors["bad"] < 0.2
+
+
+def test_experts_without_samples_are_ignored() -> None:
+    """An expert that learnt from no record contributes no rate."""
+    learner = MetaLearner(min_samples=1)
+    stats = {"linear": expert(0.01), "idle": expert(0.5, samples=0)}
+    learner.observe(make_insight(experts=stats))
+    assert set(learner.maybe_update(0.0).learning_rates) == {"linear"}
+
+
+def test_document_passes_the_wire_check() -> None:
+    """Every version serialises to a document validate_meta accepts."""
+    learner = MetaLearner(min_samples=1)
+    population(learner, {f"n{i}": 0.001 * (i + 1) for i in range(10)})
+    document = learner.maybe_update(0.0).to_document()
+    assert validate_meta(document) == document
+    assert MetaParams.from_document(document).version == 1
+
+
+def test_explore_draws_are_seeded() -> None:
+    """Two learners with one seed and one history make the same version."""
+    results = []
+    for _ in range(2):
+        learner = MetaLearner(min_samples=1, seed=7)
+        population(learner, {"a": 0.01, "b": 0.03})
+        results.append(learner.maybe_update(0.0))
+    assert results[0] == results[1]
+
+
+def test_resume_keeps_the_version_and_does_not_trigger() -> None:
+    """Resuming from a saved version restores it without making a new one."""
+    learner = MetaLearner(min_samples=1)
+    saved = MetaParams(7, {"linear": 0.02}, {"linear": 1.0})
+    learner.resume(saved, [make_insight(node_id="a"), make_insight(node_id="b")])
+    assert learner.population == 2
+    assert learner.maybe_update(0.0) is None
+    learner.observe(make_insight(node_id="a", seq=1))
+    assert learner.maybe_update(1.0).version == 8
+
+
+def test_forgets_the_oldest_node_beyond_max_nodes() -> None:
+    """The population holds at most max_nodes latest reports."""
+    learner = MetaLearner(max_nodes=3)
+    population(learner, {f"n{i}": 0.01 for i in range(5)})
+    assert learner.population == 3
+
+
+def test_bad_bounds_are_refused() -> None:
+    """A floor above the ceiling raises ValueError."""
+    with pytest.raises(ValueError, match="lr_floor"):
+        MetaLearner(lr_floor=0.5, lr_ceiling=0.1)
