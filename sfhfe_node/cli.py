@@ -120,6 +120,11 @@ def _role_main(settings: Settings) -> Callable[[asyncio.Event], Awaitable[int]]:
                 max_body_bytes=settings.max_body,
                 durability=settings.durability,
                 peer_stale_seconds=settings.peer_stale,
+                token_file=settings.token_file,
+                tls_cert=settings.tls_cert,
+                tls_key=settings.tls_key,
+                retention_days=settings.retention_days,
+                retention_rows=settings.retention_rows,
             )
             await run_coordinator(config, stop)
             return 0

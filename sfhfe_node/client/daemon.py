@@ -229,7 +229,9 @@ class ClientNode:
         self._api_runner, self.api_port = await start_api(self, *settings.api)
         if settings.server:
             self.outbox = Outbox(self.state_dir / "outbox")
-            self.uplink = Uplink(settings.server, self.outbox, self._on_meta)
+            self.uplink = Uplink(
+                settings.server, self.outbox, self._on_meta, token=_read_token(settings)
+            )
             self.uplink.start()
             if len(self.outbox):
                 self.uplink.wake()
@@ -480,6 +482,24 @@ async def run_client(settings: Settings, stop: asyncio.Event | None = None) -> i
 async def _relay(stop: asyncio.Event, node: ClientNode) -> None:
     await stop.wait()
     node.request_stop()
+
+
+def _read_token(settings: Settings) -> str | None:
+    if settings.token_file is None:
+        return None
+    try:
+        token = settings.token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        from sfhfe_node.errors import ConfigError
+
+        raise ConfigError(
+            f"token_file={str(settings.token_file)!r} cannot be read: {exc.strerror}"
+        ) from None
+    if not token:
+        from sfhfe_node.errors import ConfigError
+
+        raise ConfigError(f"token_file={str(settings.token_file)!r} is empty")
+    return token
 
 
 def _advertised(host: str, port: int) -> str:
