@@ -35,7 +35,7 @@ from sfhfe_node.client.outbox import Outbox
 from sfhfe_node.client.progress import Scoreboard
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
-from sfhfe_node.errors import InvalidStateError
+from sfhfe_node.errors import ConfigError, InvalidStateError
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
 from sfhfe_node.logs import client_log
@@ -241,8 +241,6 @@ class ClientNode:
     def _open_stream(self) -> RecordStream:
         settings = self.settings
         if not settings.stream:
-            from sfhfe_node.errors import ConfigError
-
             raise ConfigError("stream is not set; use --stream csv:PATH")
         return RecordStream(
             settings.stream, settings.target, share=parse_share(settings.share)
@@ -490,14 +488,10 @@ def _read_token(settings: Settings) -> str | None:
     try:
         token = settings.token_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        from sfhfe_node.errors import ConfigError
-
         raise ConfigError(
             f"token_file={str(settings.token_file)!r} cannot be read: {exc.strerror}"
         ) from None
     if not token:
-        from sfhfe_node.errors import ConfigError
-
         raise ConfigError(f"token_file={str(settings.token_file)!r} is empty")
     return token
 

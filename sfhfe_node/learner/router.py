@@ -115,11 +115,7 @@ class Router:
         return torch.softmax(logits.gather(1, active), dim=1)
 
     def learn_many(self, C: np.ndarray, active: np.ndarray, rewards: np.ndarray) -> None:
-        """Update the bandit with the active experts' rewards, [n, top_k].
-
-        Call after the gate loss has been back-propagated; this also applies
-        the gate's gradient.
-        """
+        """Update the bandit with the active experts' rewards, both [n, top_k]."""
         mask = np.zeros((len(C), self.n_experts))
         reward = np.zeros((len(C), self.n_experts))
         finite = np.isfinite(rewards)
@@ -129,8 +125,14 @@ class Router:
         reward[rows[finite], active[finite]] = rewards[finite]
         self.S = self.discount * self.S + np.einsum("ne,nd,nf->edf", mask, C, C)
         self.b = self.discount * self.b + (reward * mask).T @ C
-        self.counts += np.bincount(active.ravel(), minlength=self.n_experts)
         self._solved = None
+
+    def count_routes(self, active: np.ndarray) -> None:
+        """Add a batch's routings, [n, top_k], to the usage counts."""
+        self.counts += np.bincount(active.ravel(), minlength=self.n_experts)
+
+    def step_gate(self) -> None:
+        """Apply the gradient back-propagated into the gate."""
         self.gate_optimizer.step()
 
     def usage(self) -> np.ndarray:

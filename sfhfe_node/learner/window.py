@@ -37,6 +37,7 @@ class WindowStats:
         self.loss_sum = 0.0
         self.correct = 0
         self.routed = np.zeros(self.n_experts)
+        self.samples = np.zeros(self.n_experts)
         self._rows: list[int] = []
         self._expert_sums: list[np.ndarray] = []
 
@@ -48,9 +49,11 @@ class WindowStats:
         correct: int,
         expert_loss_sums: np.ndarray,
         routed: np.ndarray,
+        samples: np.ndarray,
     ) -> None:
-        """Count one batch: its rows, labelled rows, losses and routings."""
+        """Count one batch: rows, labelled rows, losses, routings, samples."""
         self.records += records
+        self.samples += samples
         self.labelled += labelled
         self.loss_sum += loss_sum
         self.correct += correct
@@ -67,6 +70,10 @@ class WindowStats:
         self._expert_sums = [
             sum(sums[i : i + 2], np.zeros(self.n_experts)) for i in range(0, len(sums), 2)
         ]
+
+    def nbytes(self) -> int:
+        """Bytes held by the per-batch entries."""
+        return 8 * (self.n_experts + 1) * len(self._rows)
 
     def halves(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean loss of every expert over the first and second half of the rows."""
@@ -91,6 +98,7 @@ class WindowStats:
             "loss_sum": self.loss_sum,
             "correct": self.correct,
             "routed": torch.from_numpy(self.routed.copy()),
+            "samples": torch.from_numpy(self.samples.copy()),
             "rows": list(self._rows),
             "expert_sums": torch.from_numpy(
                 np.stack(self._expert_sums)
@@ -110,5 +118,6 @@ class WindowStats:
         self.loss_sum = float(state["loss_sum"])
         self.correct = int(state["correct"])
         self.routed = np.asarray(state["routed"], dtype=np.float64).copy()
+        self.samples = np.asarray(state["samples"], dtype=np.float64).copy()
         self._rows = rows
         self._expert_sums = [row.copy() for row in sums]
