@@ -96,14 +96,18 @@ class ExpertBank:
             raise LearnerError(f"expert names must be unique [a-z0-9_]: {names}")
         for spec in specs:
             if spec.view not in widths:
-                raise LearnerError(f"expert {spec.name} asks for unknown view {spec.view}")
+                raise LearnerError(
+                    f"expert {spec.name} asks for unknown view {spec.view!r}"
+                )
         self.specs = specs
         self.names = tuple(names)
         self.n_outputs = n_outputs
         self.groups = self._layout(widths)
-        size = max(offset + math.prod(shape) * len(group.members)
-                   for group in self.groups
-                   for offset, shape in group.params.values())
+        size = max(
+            offset + math.prod(shape) * len(group.members)
+            for group in self.groups
+            for offset, shape in group.params.values()
+        )
         self.flat = torch.zeros(size)
         self._init_weights(generator)
         self.flat.requires_grad_(True)
@@ -223,7 +227,8 @@ class ExpertBank:
     def blend(self, name: str, params: dict[str, np.ndarray], factor: float) -> None:
         """``own = (1 - factor) own + factor params``; inputs must be checked."""
         for pname, tensor in self._slices(name).items():
-            tensor.mul_(1.0 - factor).add_(torch.from_numpy(params[pname]), alpha=factor)
+            other = torch.from_numpy(params[pname])
+            tensor.mul_(1.0 - factor).add_(other, alpha=factor)
 
     def nbytes(self) -> int:
         """Bytes held by the weights and the optimiser state."""
@@ -231,7 +236,10 @@ class ExpertBank:
 
     def state_dict(self) -> dict[str, Any]:
         """Weights and optimiser state, as tensors."""
-        return {"flat": self.flat.detach().clone(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "flat": self.flat.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""

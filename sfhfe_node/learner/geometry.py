@@ -53,7 +53,8 @@ class OnlinePCA:
         self.n_components = n_components
         self.rate = rate
         self.decay = decay
-        start = np.random.default_rng(_INIT_SEED).normal(size=(n_features, n_components))
+        rng = np.random.default_rng(_INIT_SEED)
+        start = rng.normal(size=(n_features, n_components))
         self.components = torch.from_numpy(_orthonormal(start)).to(torch.float32)
         self.component_var = torch.zeros(n_components)
         self.total_var = torch.zeros(())

@@ -114,7 +114,9 @@ class Router:
         logits = torch.addmm(self.gate[split:], C, W)
         return torch.softmax(logits.gather(1, active), dim=1)
 
-    def learn_many(self, C: np.ndarray, active: np.ndarray, rewards: np.ndarray) -> None:
+    def learn_many(
+        self, C: np.ndarray, active: np.ndarray, rewards: np.ndarray
+    ) -> None:
         """Update the bandit with the active experts' rewards, both [n, top_k]."""
         mask = np.zeros((len(C), self.n_experts))
         reward = np.zeros((len(C), self.n_experts))
@@ -177,7 +179,9 @@ class Router:
         for key, shape in shapes.items():
             value = np.asarray(state[key], dtype=np.float64).copy()
             if value.shape != shape:
-                raise LearnerError(f"router {key} has shape {value.shape}; expected {shape}")
+                raise LearnerError(
+                    f"router {key} has shape {value.shape}; expected {shape}"
+                )
             arrays[key] = value
         if tuple(state["gate"].shape) != tuple(self.gate.shape):
             raise LearnerError("router gate does not match this router's layout")

@@ -68,7 +68,8 @@ class WindowStats:
         rows, sums = self._rows, self._expert_sums
         self._rows = [sum(rows[i : i + 2]) for i in range(0, len(rows), 2)]
         self._expert_sums = [
-            sum(sums[i : i + 2], np.zeros(self.n_experts)) for i in range(0, len(sums), 2)
+            sum(sums[i : i + 2], np.zeros(self.n_experts))
+            for i in range(0, len(sums), 2)
         ]
 
     def nbytes(self) -> int:
