@@ -288,6 +288,7 @@ class ClientNode:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         errors: list[BaseException] = []
+        final = self.summary() if self.learner is not None else None
 
         # Stop the links, newest first.
         for closer in (
@@ -309,9 +310,10 @@ class ClientNode:
             self.stream.close()
         self._learn_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
-        if self.settings.summary is not None and self.learner is not None:
-            _write_json(self.settings.summary, self.summary())
         self.state = "stopped"
+        if self.settings.summary is not None and final is not None:
+            final["state"] = self.state
+            _write_json(self.settings.summary, final)
         if errors:
             raise ExceptionGroup("client shutdown failed", errors)
 
