@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from sfhfe_node import __version__
 from sfhfe_node.config import EXIT_CONFIG, Settings, add_arguments, resolve
 from sfhfe_node.errors import ConfigError, StreamError
-from sfhfe_node.logs import cli_log, setup_logging
+from sfhfe_node.logs import cli_log, reopen_logs, setup_logging
 
 __all__ = ["main", "build_parser"]
 
@@ -67,9 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sfhfe-node: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.log_level, settings.log_format)
     try:
-        return _run(_role_main(settings))
+        setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    except OSError as exc:
+        print(f"sfhfe-node: cannot open log file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return _run(_role_main(settings), settings.stop_timeout)
     except ConfigError as exc:
         cli_log.error("configuration error: %s", exc)
         return EXIT_CONFIG
@@ -109,25 +113,7 @@ def _config_command(argv: list[str]) -> int:
 def _role_main(settings: Settings) -> Callable[[asyncio.Event], Awaitable[int]]:
     async def run(stop: asyncio.Event) -> int:
         if settings.role == "server":
-            from sfhfe_node.coordinator.app import CoordinatorConfig, run_coordinator
-
-            host, port = settings.listen
-            config = CoordinatorConfig(
-                host=host,
-                port=port,
-                state_dir=settings.state_dir,
-                db_path=settings.db,
-                max_body_bytes=settings.max_body,
-                durability=settings.durability,
-                peer_stale_seconds=settings.peer_stale,
-                token_file=settings.token_file,
-                tls_cert=settings.tls_cert,
-                tls_key=settings.tls_key,
-                retention_days=settings.retention_days,
-                retention_rows=settings.retention_rows,
-            )
-            await run_coordinator(config, stop)
-            return 0
+            return await _run_server(settings, stop)
         from sfhfe_node.client.daemon import run_client
 
         return await run_client(settings, stop)
@@ -135,15 +121,74 @@ def _role_main(settings: Settings) -> Callable[[asyncio.Event], Awaitable[int]]:
     return run
 
 
-def _run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    """Run ``main`` on uvloop when available; SIGTERM and SIGINT set its stop event."""
+async def _run_server(settings: Settings, stop: asyncio.Event) -> int:
+    from sfhfe_node.coordinator.app import CoordinatorConfig, run_coordinator
+    from sfhfe_node.systemd import Notifier
+
+    host, port = settings.listen
+    config = CoordinatorConfig(
+        host=host,
+        port=port,
+        state_dir=settings.state_dir,
+        db_path=settings.db,
+        max_body_bytes=settings.max_body,
+        durability=settings.durability,
+        peer_stale_seconds=settings.peer_stale,
+        token_file=settings.token_file,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        retention_days=settings.retention_days,
+        retention_rows=settings.retention_rows,
+        shutdown_timeout=max(settings.stop_timeout - 2.0, 1.0),
+    )
+    notifier = Notifier()
+
+    async def heartbeat() -> None:
+        # The loop runs this only while it is responsive: that is the health.
+        interval = min(notifier.watchdog_interval or 5.0, 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            notifier.watchdog()
+
+    beats = asyncio.create_task(heartbeat()) if notifier.enabled else None
+    try:
+        await run_coordinator(
+            config, stop, lambda bound: notifier.ready(f"listening on {host}:{bound}")
+        )
+    finally:
+        notifier.stopping()
+        if beats is not None:
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+        notifier.close()
+    return 0
+
+
+def _run(main: Callable[[asyncio.Event], Awaitable[int]], stop_timeout: float) -> int:
+    """Run ``main`` on uvloop when available.
+
+    SIGTERM and SIGINT set its stop event; if it has not returned
+    ``stop_timeout`` seconds later it is cancelled and the status is 1.
+    SIGHUP reopens the log file.
+    """
 
     async def wrapper() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _on_signal, stop, signum)
-        return await main(stop)
+        loop.add_signal_handler(signal.SIGHUP, _on_hangup)
+        work = asyncio.create_task(main(stop))
+        await asyncio.wait([work, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            done, _ = await asyncio.wait([work], timeout=stop_timeout)
+            if not done:
+                cli_log.error("stop took longer than %.0f s; giving up", stop_timeout)
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                return 1
+        return work.result()
 
     try:
         import uvloop
@@ -157,3 +202,8 @@ def _on_signal(stop: asyncio.Event, signum: int) -> None:
         return
     cli_log.info("%s received; stopping", signal.Signals(signum).name)
     stop.set()
+
+
+def _on_hangup() -> None:
+    reopen_logs()
+    cli_log.info("SIGHUP received; log file reopened")

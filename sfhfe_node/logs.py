@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 __all__ = [
     "ROOT",
@@ -21,6 +22,7 @@ __all__ = [
     "gossip_log",
     "stream_log",
     "demo_log",
+    "reopen_logs",
     "setup_logging",
 ]
 
@@ -51,25 +53,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    """Send the package's logs to standard error.
+def setup_logging(
+    level: str = "info", fmt: str = "text", log_file: Path | None = None
+) -> None:
+    """Send the package's logs to standard error, or to ``log_file``.
 
     ``fmt`` is ``"text"`` (human-readable) or ``"json"`` (JSON lines). Under
-    systemd (``JOURNAL_STREAM`` set) text lines carry no timestamp, since the
-    journal adds its own.
+    systemd (``JOURNAL_STREAM`` set) text lines on standard error carry no
+    timestamp, since the journal adds its own. A log file is reopened by
+    :func:`reopen_logs`, so that it can be rotated.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
+    if log_file is not None:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
+    elif log_file is None and os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(
             logging.Formatter(
-                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
             )
         )
     root = logging.getLogger(ROOT)
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def reopen_logs() -> None:
+    """Reopen the log file (after logrotate moved it); harmless on stderr."""
+    for handler in logging.getLogger(ROOT).handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                stale, handler.stream = handler.stream, handler._open()
+                stale.close()
+            finally:
+                handler.release()

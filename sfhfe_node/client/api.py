@@ -114,7 +114,7 @@ async def _predict(request: web.Request) -> web.Response:
     )
     loop = asyncio.get_running_loop()
     prediction = await loop.run_in_executor(
-        node._learn_pool, node.learner.predict_many, matrix
+        node.learn_pool, node.learner.predict_many, matrix
     )
     return web.json_response({"predictions": _shown(node, prediction, len(records))})
 

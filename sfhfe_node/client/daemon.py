@@ -3,15 +3,22 @@
 Concurrent parts of one asyncio process:
 
 - the pipeline: read a mini-batch (reader thread), predict then learn
-  (learner thread), write the predictions, and every few batches put an insight
-  in the outbox;
+  (learner thread), write the predictions, every few batches put an insight in
+  the outbox, and every few thousand records write a checkpoint;
 - the uplink, which delivers the outbox to the coordinator and hands back
   meta-parameters (applied by the learner thread before its next batch);
 - the gossip node, which exchanges expert weights with peers;
-- the local API for the operator and for applications.
+- the local API for the operator and for applications;
+- under systemd, the heartbeat: ``STATUS=`` lines and watchdog pings, which
+  stop when a batch has been stuck for ``watchdog_stall`` seconds.
 
 All learner calls, gossip imports included, run on one worker thread, so the
 learner is never touched by two threads at once and the event loop stays free.
+
+On start the node resumes from its newest intact checkpoint: it restores the
+learner, skips the records the checkpoint covers, cuts the predictions file
+back to the length the checkpoint recorded and keeps its node id and insight
+sequence, so that a crash at any moment loses no record and repeats none.
 """
 
 from __future__ import annotations
@@ -25,13 +32,18 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgpack
 import numpy as np
 import torch
+from aiohttp import web
 
+from sfhfe_node.client.api import start_api
+from sfhfe_node.client.checkpoint import CheckpointStore
+from sfhfe_node.client.host import LearnerHost
 from sfhfe_node.client.outbox import Outbox
+from sfhfe_node.client.predictions import PredictionWriter
 from sfhfe_node.client.progress import Scoreboard
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
@@ -40,75 +52,12 @@ from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
 from sfhfe_node.logs import client_log
 from sfhfe_node.stream import Batch, RecordStream, parse_share
+from sfhfe_node.systemd import Notifier
 from sfhfe_node.wire.insight import INSIGHT_SCHEMA, validate_insight
 
-__all__ = ["ClientNode", "LearnerHost", "run_client"]
+__all__ = ["ClientNode", "run_client"]
 
-
-class LearnerHost:
-    """What the gossip node sees of the learner, safe to call from the loop.
-
-    Cheap reads (embedding, usage, norms) return copies refreshed by the
-    learner thread after each batch; weight exports and imports are queued on
-    the learner thread, between two batches.
-    """
-
-    def __init__(self, learner: Learner, executor: ThreadPoolExecutor) -> None:
-        self._learner = learner
-        self._executor = executor
-        self._embedding = learner.embedding()
-        self._usage = learner.usage()
-        self._records = 0
-        self._norms: dict[str, float] = {}
-        self._spec = learner.weight_spec()
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Copy the cheap reads; call on the learner thread."""
-        self._embedding = self._learner.embedding()
-        self._usage = self._learner.usage()
-        self._records = self._learner.records
-
-    def embedding(self) -> np.ndarray:
-        return self._embedding
-
-    def expert_usage(self) -> dict[str, float]:
-        return self._usage
-
-    def records(self) -> int:
-        return self._records
-
-    def weight_spec(self) -> dict[str, dict[str, tuple[int, ...]]]:
-        return self._spec
-
-    def own_norm(self, expert: str) -> float:
-        return self._norms.get(expert, 0.0)
-
-    async def export_experts(self, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._export, names)
-
-    async def import_expert(
-        self, expert: str, params: dict[str, np.ndarray], factor: float
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._executor, self._learner.blend_expert, expert, params, factor
-        )
-
-    def _export(self, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
-        exported = {name: self._learner.export_expert(name) for name in names}
-        self.update_norms()
-        return exported
-
-    def update_norms(self) -> None:
-        """Recompute the L2 norm of every expert's weights (learner thread)."""
-        norms = {}
-        for name in self._spec:
-            params = self._learner.export_expert(name)
-            total = sum(float(np.square(value, dtype=np.float64).sum()) for value in params.values())
-            norms[name] = math.sqrt(total)
-        self._norms = norms
+CHECKPOINT_FORMAT = 1
 
 
 class ClientNode:
@@ -118,16 +67,24 @@ class ClientNode:
     :meth:`run` may be called once; :meth:`request_stop` at any time.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
+        self.notifier = notifier or Notifier()
         self.state = "created"
         self.state_dir: Path = settings.state_dir
         self.node_id = ""
+        self.task = "classification"
         self.scores = Scoreboard()
         self.batches = 0
         self.seq = 0
         self.meta_version = -1
         self.started = time.monotonic()
+        self.stream_done = False
+        self.resumed_from: int | None = None
+        self.last_loss: float | None = None
+        self.last_checkpoint: float | None = None
+        self.checkpoints = 0
+        self.drift_events = 0
         self.learner: Learner | None = None
         self.labels: LabelEncoder | None = None
         self.stream: RecordStream | None = None
@@ -135,17 +92,19 @@ class ClientNode:
         self.uplink: Uplink | None = None
         self.outbox: Outbox | None = None
         self.host: LearnerHost | None = None
+        self.predictions: PredictionWriter | None = None
+        self.checkpoint_store = CheckpointStore(self.state_dir)
         self.api_port: int | None = None
         self.advertise: str | None = None
-        self.last_loss: float | None = None
-        self.stream_done = False
+        self.learn_pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
+        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="reader")
+        self._api_runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._pending_meta: dict[str, Any] | None = None
-        self._predictions: IO[str] | None = None
-        self._learn_pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
-        self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="reader")
-        self._task_set: set[asyncio.Task[Any]] = set()
         self._last_insight = time.monotonic()
+        self._records_at_checkpoint = 0
+        self._batch_started: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # Lifecycle.
 
@@ -162,12 +121,14 @@ class ClientNode:
         self.state = "running"
         try:
             await self._start()
+            self.notifier.ready(self._status_line())
             await self._pipeline()
             await self._finish()
             if self.settings.stay and not self._stop.is_set():
                 client_log.info("stream ended; serving peers until stopped")
                 await self._stop.wait()
         finally:
+            self.notifier.stopping()
             await self._shutdown()
         return 0
 
@@ -175,16 +136,24 @@ class ClientNode:
         settings = self.settings
         torch.set_num_threads(settings.threads)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.node_id = settings.node_id or self._stored_node_id()
-        self.seq = self._stored_seq()
         loop = asyncio.get_running_loop()
 
-        # Open the stream and build the learner for its columns.
-        self.stream = await loop.run_in_executor(self._read_pool, self._open_stream)
+        # Identity, then the checkpoint that says where to resume.
+        self.node_id = settings.node_id or self._stored_node_id()
+        checkpoint = await loop.run_in_executor(
+            self.learn_pool, self.checkpoint_store.load
+        )
+        self.seq = self._stored_seq(checkpoint)
+
+        # The stream, from the first record the checkpoint does not cover.
+        start = int(checkpoint["position"]) if checkpoint else 0
+        self.stream = await loop.run_in_executor(self._read_pool, self._open_stream, start)
         task = settings.task
         if task == "auto":
             task = "classification" if self.stream.target else "none"
         self.task = task
+
+        # The learner, restored when there is a checkpoint for this stream.
         self.labels = LabelEncoder(settings.max_classes)
         self.learner = Learner(
             len(self.stream.features),
@@ -193,19 +162,22 @@ class ClientNode:
             top_k=settings.top_k,
             seed=settings.seed,
         )
-        self.host = LearnerHost(self.learner, self._learn_pool)
-        await loop.run_in_executor(self._learn_pool, self.host.update_norms)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.host = LearnerHost(self.learner, self.learn_pool)
+        await loop.run_in_executor(self.learn_pool, self.host.update_norms)
+        if settings.predictions is not None:
+            offset = checkpoint.get("predictions_offset") if checkpoint else None
+            self.predictions = PredictionWriter(settings.predictions, offset)
         client_log.info(
-            "node %s learning %s on %s (%d features, target %s)",
+            "node %s learning %s on %s from record %d (%d features, target %s)",
             self.node_id,
             task,
             settings.stream,
+            self.stream.position,
             len(self.stream.features),
             self.stream.target,
         )
-        if settings.predictions is not None:
-            settings.predictions.parent.mkdir(parents=True, exist_ok=True)
-            self._predictions = open(settings.predictions, "w", encoding="utf-8")
 
         # Gossip: listen, then dial the configured peers.
         host, port = settings.listen
@@ -222,10 +194,11 @@ class ClientNode:
         )
         await self.gossip.start()
         self.advertise = settings.advertise or _advertised(host, self.gossip.port)
+        for address in (checkpoint or {}).get("peer_addresses", []):
+            if address not in settings.peers and address != self.advertise:
+                self.gossip.add_peer_address(address)
 
-        # Local API, then the uplink.
-        from sfhfe_node.client.api import start_api
-
+        # Local API, the uplink, and the heartbeat for systemd.
         self._api_runner, self.api_port = await start_api(self, *settings.api)
         if settings.server:
             self.outbox = Outbox(self.state_dir / "outbox")
@@ -234,53 +207,93 @@ class ClientNode:
             )
             self.uplink.start()
             if len(self.outbox):
+                client_log.info("%d insight(s) waiting in the outbox", len(self.outbox))
                 self.uplink.wake()
         else:
             client_log.warning("no --server given: insights are not uploaded")
+        if self.notifier.enabled:
+            self._spawn(self._heartbeat(), "heartbeat")
 
-    def _open_stream(self) -> RecordStream:
+    def _open_stream(self, start: int) -> RecordStream:
         settings = self.settings
         if not settings.stream:
             raise ConfigError("stream is not set; use --stream csv:PATH")
         return RecordStream(
-            settings.stream, settings.target, share=parse_share(settings.share)
+            settings.stream, settings.target, share=parse_share(settings.share), start=start
+        )
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(
+                f"checkpoint in {self.state_dir} has format {checkpoint.get('format')!r};"
+                f" this version reads {CHECKPOINT_FORMAT}"
+            )
+        if list(checkpoint["features"]) != self.stream.features:
+            raise ConfigError(
+                f"the stream's columns differ from those of the checkpoint in "
+                f"{self.state_dir}; move checkpoint.bin away to start afresh"
+            )
+        self.learner.load_state_dict(checkpoint["learner"])
+        self.labels.load_state_dict(checkpoint["labels"])
+        self.scores.load_state_dict(checkpoint["scores"])
+        self.batches = int(checkpoint["batches"])
+        self.meta_version = int(checkpoint["meta_version"])
+        self.drift_events = int(checkpoint.get("drift_events", 0))
+        self.resumed_from = int(checkpoint["position"])
+        self._records_at_checkpoint = int(self.learner.records)
+        client_log.info(
+            "resumed from checkpoint at record %d (%d learned)",
+            self.resumed_from,
+            self.learner.records,
         )
 
     async def _pipeline(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self.stream is not None
         rate = self.settings.rate
         begun = time.monotonic()
+        first = self.learner.records
         while not self._stop.is_set():
             batch = await loop.run_in_executor(
                 self._read_pool, self.stream.read_batch, self.settings.batch_size
             )
             if batch is None:
-                self.stream_done = True
+                self.stream_done = not self._stop.is_set()
                 break
-            await loop.run_in_executor(self._learn_pool, self._learn_batch, batch)
+            self._batch_started = time.monotonic()
+            await loop.run_in_executor(self.learn_pool, self._learn_batch, batch)
+            self._batch_started = None
             self.batches += 1
             if self._insight_due():
                 await self._queue_insight()
+            if self._checkpoint_due():
+                await loop.run_in_executor(
+                    self.learn_pool, self._save_checkpoint, self._peer_addresses()
+                )
             if rate > 0:
-                ahead = begun + self.learner.records / rate - time.monotonic()
+                ahead = begun + (self.learner.records - first) / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
 
     async def _finish(self) -> None:
-        """Send the last insight and wait a while for the coordinator to take it."""
-        if self.learner is not None and self.learner.records:
+        """Send the last insight, checkpoint, and give the coordinator a while."""
+        loop = asyncio.get_running_loop()
+        if self.learner.records:
             await self._queue_insight()
-        if self.uplink is not None and self.outbox is not None:
-            timeout = 2.0 if self._stop.is_set() else self.settings.drain_timeout
+        await loop.run_in_executor(
+            self.learn_pool, self._save_checkpoint, self._peer_addresses()
+        )
+        if self.uplink is not None:
+            stopping = self._stop.is_set()
+            timeout = self.settings.stop_timeout / 4 if stopping else self.settings.drain_timeout
             if not await self.uplink.drain(timeout):
                 client_log.warning(
                     "coordinator unreachable; %d insight(s) stay in the outbox",
                     len(self.outbox),
                 )
         client_log.info(
-            "stream done: %d records, accuracy %s, no-change %s",
-            self.learner.records if self.learner else 0,
+            "%s: %d records, accuracy %s, no-change %s",
+            "stream done" if self.stream_done else "stopped",
+            self.learner.records,
             _fmt(self.scores.accuracy),
             _fmt(self.scores.no_change_accuracy),
         )
@@ -290,12 +303,16 @@ class ClientNode:
         errors: list[BaseException] = []
         final = self.summary() if self.learner is not None else None
 
-        # Stop the links, newest first.
-        for closer in (
+        # Stop background tasks, then the links: uplink, gossip, local API.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        closers = [
             self.uplink.close if self.uplink else None,
             self.gossip.close if self.gossip else None,
-            self._api_runner.cleanup if getattr(self, "_api_runner", None) else None,
-        ):
+            self._api_runner.cleanup if self._api_runner else None,
+        ]
+        for closer in closers:
             if closer is None:
                 continue
             try:
@@ -303,13 +320,14 @@ class ClientNode:
             except Exception as exc:  # teardown goes on; reported together below
                 errors.append(exc)
 
-        # Flush local files, then the worker threads.
-        if self._predictions is not None:
-            self._predictions.close()
+        # Close local files, then the worker threads.
+        if self.predictions is not None:
+            self.predictions.close()
         if self.stream is not None:
             self.stream.close()
-        self._learn_pool.shutdown(wait=True)
+        self.learn_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
+        self.notifier.close()
         self.state = "stopped"
         if self.settings.summary is not None and final is not None:
             final["state"] = self.state
@@ -317,10 +335,33 @@ class ClientNode:
         if errors:
             raise ExceptionGroup("client shutdown failed", errors)
 
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heartbeat(self) -> None:
+        """Ping the watchdog while batches complete; send STATUS= lines."""
+        interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        stall = self.settings.watchdog_stall
+        while True:
+            await asyncio.sleep(interval)
+            started = self._batch_started
+            if started is not None and time.monotonic() - started > stall:
+                client_log.error("learner stalled for %.0f s; watchdog pings stop", stall)
+            else:
+                self.notifier.watchdog()
+            self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        records = self.learner.records if self.learner else 0
+        peers = len(self.gossip.stats()["peers"]) if self.gossip else 0
+        loss = "-" if self.last_loss is None else f"{self.last_loss:.4f}"
+        return f"records {records}, peers {peers}, loss {loss}"
+
     # Learner thread.
 
     def _learn_batch(self, batch: Batch) -> None:
-        assert self.learner is not None and self.labels is not None
         if self._pending_meta is not None:
             meta, self._pending_meta = self._pending_meta, None
             self.learner.apply_meta(meta["learning_rates"], meta["router_priors"])
@@ -329,8 +370,8 @@ class ClientNode:
         self.last_loss = float(report.loss)
         if self.task == "classification":
             self.scores.update(np.asarray(prediction.labels), y.astype(np.int64))
-        if self._predictions is not None:
-            self._write_predictions(batch, prediction)
+        if self.predictions is not None:
+            self.predictions.write(self._prediction_lines(batch, prediction))
         self.host.refresh()
         if self.batches % 50 == 0:
             self.host.update_norms()
@@ -342,32 +383,68 @@ class ClientNode:
             return np.array([_to_float(value) for value in batch.targets])
         return np.full(len(batch), -1.0)
 
-    def _write_predictions(self, batch: Batch, prediction: Any) -> None:
+    def _prediction_lines(self, batch: Batch, prediction: Any) -> list[dict[str, Any]]:
         names = self.learner.expert_names
-        anomaly = np.asarray(prediction.anomaly, dtype=np.float64)
-        experts = np.asarray(prediction.experts)
-        drift = bool(self.learner.drift_active) if hasattr(self.learner, "drift_active") else False
+        anomaly = np.asarray(prediction.anomaly, dtype=np.float64).tolist()
+        experts = np.asarray(prediction.experts).tolist()
+        drift = bool(getattr(self.learner, "drift_active", False))
         if self.task == "classification":
             shown = [self.labels.decode(int(label)) for label in prediction.labels]
         elif self.task == "regression":
             shown = [float(value) for value in prediction.values]
         else:
             shown = [None] * len(batch)
-        lines = []
-        for row, index in enumerate(batch.index.tolist()):
-            lines.append(
-                json.dumps(
-                    {
-                        "index": index,
-                        "prediction": shown[row],
-                        "anomaly": round(float(anomaly[row]), 6),
-                        "drift": drift,
-                        "experts": [names[e] for e in experts[row].tolist()],
-                    }
-                )
-            )
-        self._predictions.write("\n".join(lines) + "\n")
-        self._predictions.flush()
+        return [
+            {
+                "index": index,
+                "prediction": shown[row],
+                "anomaly": round(anomaly[row], 6),
+                "drift": drift,
+                "experts": [names[e] for e in experts[row]],
+            }
+            for row, index in enumerate(batch.index.tolist())
+        ]
+
+    def _checkpoint_due(self) -> bool:
+        since = self.learner.records - self._records_at_checkpoint
+        if since >= self.settings.checkpoint_every:
+            return True
+        last = self.last_checkpoint or self.started
+        return time.monotonic() - last >= self.settings.checkpoint_seconds
+
+    def _peer_addresses(self) -> list[str]:
+        """Addresses of the peers known now (event loop)."""
+        known = self.gossip.stats().get("known", {}) if self.gossip else {}
+        return sorted({info["address"] for info in known.values() if info.get("address")})
+
+    def _save_checkpoint(self, peer_addresses: list[str]) -> None:
+        """Write the whole state durably (learner thread, between batches)."""
+        if self.predictions is not None:
+            self.predictions.sync()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "node_id": self.node_id,
+            "stream": self.settings.stream,
+            "features": list(self.stream.features),
+            "position": int(self.stream.position),
+            "predictions_offset": self.predictions.offset if self.predictions else None,
+            "learner": self.learner.state_dict(),
+            "labels": self.labels.state_dict(),
+            "scores": self.scores.state_dict(),
+            "batches": self.batches,
+            "seq": self.seq,
+            "meta_version": self.meta_version,
+            "drift_events": self.drift_events,
+            "peer_addresses": peer_addresses,
+            "time": time.time(),
+        }
+        size = self.checkpoint_store.save(state)
+        self.last_checkpoint = time.monotonic()
+        self._records_at_checkpoint = int(self.learner.records)
+        self.checkpoints += 1
+        client_log.info(
+            "checkpoint written at record %d (%d bytes)", self.stream.position, size
+        )
 
     # Insights and meta.
 
@@ -379,8 +456,9 @@ class ClientNode:
 
     async def _queue_insight(self) -> None:
         loop = asyncio.get_running_loop()
-        window = await loop.run_in_executor(self._learn_pool, self.learner.take_window)
+        window = await loop.run_in_executor(self.learn_pool, self.learner.take_window)
         self._last_insight = time.monotonic()
+        self.drift_events += int(window["drift"]["events"])
         if not window["records"] or self.outbox is None:
             return
         insight = validate_insight(
@@ -420,25 +498,33 @@ class ClientNode:
     def summary(self) -> dict[str, Any]:
         """The node's figures, as ``/v1/status`` and the summary file give them."""
         gossip = self.gossip.stats() if self.gossip else {}
+        learner = self.learner
+        age = None
+        if self.last_checkpoint is not None:
+            age = round(time.monotonic() - self.last_checkpoint, 3)
         return {
             "node_id": self.node_id,
             "state": self.state,
             "stream_done": self.stream_done,
-            "task": getattr(self, "task", None),
-            "records": int(self.learner.records) if self.learner else 0,
+            "task": self.task,
+            "records": int(learner.records) if learner else 0,
             "batches": self.batches,
             "position": self.stream.position if self.stream else 0,
+            "resumed_from": self.resumed_from,
             "skipped_rows": self.stream.skipped if self.stream else 0,
             "bad_cells": self.stream.bad_cells if self.stream else 0,
             "accuracy": self.scores.accuracy,
             "no_change_accuracy": self.scores.no_change_accuracy,
             "loss": self.last_loss,
+            "drift_events": self.drift_events,
             "insights_sent": self.seq,
             "insights_acked": self.uplink.acked if self.uplink else 0,
             "insights_rejected": self.uplink.rejected if self.uplink else 0,
             "outbox": len(self.outbox) if self.outbox else 0,
+            "checkpoints": self.checkpoints,
+            "checkpoint_age_s": age,
             "meta_version": self.meta_version,
-            "learning_rates": self.learner.learning_rates() if self.learner else {},
+            "learning_rates": learner.learning_rates() if learner else {},
             "gossip_address": self.advertise,
             "gossip_sent": gossip.get("sent", 0),
             "gossip_accepted": gossip.get("accepted", 0),
@@ -460,23 +546,30 @@ class ClientNode:
         _write_text(path, node_id)
         return node_id
 
-    def _stored_seq(self) -> int:
+    def _stored_seq(self, checkpoint: dict[str, Any] | None) -> int:
+        """The next insight number: never one that was used before."""
         path = self.state_dir / "seq"
-        stored = int(path.read_text()) if path.exists() else 0
-        pending = Outbox(self.state_dir / "outbox").pending() if self.settings.server else []
-        return max([stored] + [seq + 1 for seq in pending])
+        candidates = [int(checkpoint["seq"]) if checkpoint else 0]
+        if path.exists():
+            text = path.read_text().strip()
+            candidates.append(int(text) if text.isdigit() else 0)
+        if self.settings.server:
+            pending = Outbox(self.state_dir / "outbox").pending()
+            candidates += [seq + 1 for seq in pending]
+        return max(candidates)
 
 
 async def run_client(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run a client node until its stream ends or ``stop`` is set."""
     node = ClientNode(settings)
-    if stop is not None:
-        watcher = asyncio.create_task(_relay(stop, node))
-        try:
-            return await node.run()
-        finally:
-            watcher.cancel()
-    return await node.run()
+    if stop is None:
+        return await node.run()
+    watcher = asyncio.create_task(_relay(stop, node))
+    try:
+        return await node.run()
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 async def _relay(stop: asyncio.Event, node: ClientNode) -> None:

@@ -1,0 +1,82 @@
+"""The learner as the gossip node sees it.
+
+The gossip node lives on the event loop; the learner belongs to its worker
+thread. :class:`LearnerHost` bridges the two: cheap reads (embedding, usage,
+norms) are copies the learner thread refreshes after each batch, and weight
+exports and imports are queued on the learner thread, between two batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from sfhfe_node.learner import Learner
+
+__all__ = ["LearnerHost"]
+
+
+class LearnerHost:
+    """Serve ``learner`` to the gossip node through ``executor`` (one thread)."""
+
+    def __init__(self, learner: Learner, executor: ThreadPoolExecutor) -> None:
+        self._learner = learner
+        self._executor = executor
+        self._spec = learner.weight_spec()
+        self._norms: dict[str, float] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Copy the cheap reads; call on the learner thread."""
+        self._embedding = self._learner.embedding()
+        self._usage = self._learner.usage()
+        self._records = int(self._learner.records)
+
+    def update_norms(self) -> None:
+        """Recompute the L2 norm of every expert's weights (learner thread)."""
+        norms = {}
+        for name in self._spec:
+            params = self._learner.export_expert(name)
+            total = sum(
+                float(np.square(value, dtype=np.float64).sum())
+                for value in params.values()
+            )
+            norms[name] = math.sqrt(total)
+        self._norms = norms
+
+    def embedding(self) -> np.ndarray:
+        return self._embedding
+
+    def expert_usage(self) -> dict[str, float]:
+        return self._usage
+
+    def records(self) -> int:
+        return self._records
+
+    def weight_spec(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        return self._spec
+
+    def own_norm(self, expert: str) -> float:
+        return self._norms.get(expert, 0.0)
+
+    async def export_experts(
+        self, names: list[str]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._export, names)
+
+    async def import_expert(
+        self, expert: str, params: dict[str, np.ndarray], factor: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._executor, self._learner.blend_expert, expert, params, factor
+        )
+
+    def _export(self, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        exported = {name: self._learner.export_expert(name) for name in names}
+        self.update_norms()
+        return exported
