@@ -5,62 +5,29 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ELEC2, TIMEOUT, free_port
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sfhfe_node", *args],
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=2) as reply:
-        return json.loads(reply.read())
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import TIMEOUT, free_port
+from tests.processes import elec2_head, get_json, start_node, wait_for
 
 
 @pytest.fixture
-def elec2_head(tmp_path: Path) -> Path:
+def elec2_4000(tmp_path: Path) -> Path:
     """The first 4,000 records of Elec2."""
-    if not ELEC2.exists():
-        pytest.skip(f"{ELEC2} is not present")
-    path = tmp_path / "elec2-head.csv"
-    with open(ELEC2) as source:
-        path.write_text("".join(source.readline() for _ in range(4001)))
-    return path
+    return elec2_head(tmp_path, 4000)
 
 
-def test_federation_end_to_end(tmp_path: Path, elec2_head: Path) -> None:
+def test_federation_end_to_end(tmp_path: Path, elec2_4000: Path) -> None:
     """Both clients' insights reach the coordinator and both accept gossip."""
     server_port = free_port()
     gossip = [free_port(), free_port()]
     api = [free_port(), free_port()]
     processes = []
     try:
-        server = start(
+        server = start_node(
             ["--role", "server", "--listen", f"127.0.0.1:{server_port}",
              "--state-dir", str(tmp_path / "server")],
             tmp_path / "server.log",
@@ -70,14 +37,14 @@ def test_federation_end_to_end(tmp_path: Path, elec2_head: Path) -> None:
             f"http://127.0.0.1:{server_port}/healthz", timeout=1).status == 200,
             TIMEOUT * 3, "the coordinator")
         for i in range(2):
-            processes.append(start(
+            processes.append(start_node(
                 ["--role", "client", "--node-id", f"n{i}",
                  "--server", f"http://127.0.0.1:{server_port}",
                  "--listen", f"127.0.0.1:{gossip[i]}",
                  "--advertise", f"ws://127.0.0.1:{gossip[i]}",
                  "--peers", f"ws://127.0.0.1:{gossip[1 - i]}",
                  "--api", f"127.0.0.1:{api[i]}",
-                 "--stream", f"csv:{elec2_head}", "--share", f"{i + 1}/2",
+                 "--stream", f"csv:{elec2_4000}", "--share", f"{i + 1}/2",
                  "--state-dir", str(tmp_path / f"n{i}"),
                  "--predictions", str(tmp_path / f"n{i}.jsonl"),
                  "--gossip-interval", "0.3", "--insight-every", "5",

@@ -9,13 +9,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ELEC2, TIMEOUT, free_port
+from tests.conftest import TIMEOUT, free_port
+from tests.processes import coordinator_process, elec2_head
 
 RECORDS = 6000
 
@@ -32,44 +32,17 @@ def client_args(state: Path, stream: Path, server: str, *extra: str) -> list[str
 
 
 @pytest.fixture
-def elec2_head(tmp_path: Path) -> Path:
+def elec2_part(tmp_path: Path) -> Path:
     """The first RECORDS records of Elec2."""
-    if not ELEC2.exists():
-        pytest.skip(f"{ELEC2} is not present")
-    path = tmp_path / "elec2-head.csv"
-    with open(ELEC2) as source:
-        path.write_text("".join(source.readline() for _ in range(RECORDS + 1)))
-    return path
+    return elec2_head(tmp_path, RECORDS)
 
 
 @pytest.fixture
 def coordinator(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real coordinator process; yields its URL and database path."""
-    port = free_port()
     state = tmp_path / "server"
-    with open(tmp_path / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sfhfe_node", "--role", "server",
-             "--listen", f"127.0.0.1:{port}", "--state-dir", str(state)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, process)
-    yield url, state / "coordinator.sqlite3"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(TIMEOUT * 3) == 0
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + TIMEOUT * 3
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "coordinator exited"
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("coordinator did not start")
+    with coordinator_process(state) as url:
+        yield url, state / "coordinator.sqlite3"
 
 
 def stored_seqs(database: Path, node: str = "crashy") -> list[int]:
@@ -92,7 +65,7 @@ def accuracy_of(state: Path, stream: Path) -> float:
 
 
 def test_kill_nine_at_random_moments(
-    tmp_path: Path, elec2_head: Path, coordinator: tuple[str, Path]
+    tmp_path: Path, elec2_part: Path, coordinator: tuple[str, Path]
 ) -> None:
     """Ten SIGKILLs later: one prediction per record, every insight stored once."""
     url, database = coordinator
@@ -101,7 +74,7 @@ def test_kill_nine_at_random_moments(
     kills = 0
     while kills < 10:
         process = subprocess.Popen(
-            client_args(state, elec2_head, url, "--rate", "2500"),
+            client_args(state, elec2_part, url, "--rate", "2500"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         time.sleep(rng.uniform(1.0, 3.0))
@@ -111,7 +84,7 @@ def test_kill_nine_at_random_moments(
         process.wait()
         kills += 1
     final = subprocess.run(
-        client_args(state, elec2_head, url), capture_output=True, text=True,
+        client_args(state, elec2_part, url), capture_output=True, text=True,
         timeout=TIMEOUT * 12,
     )
     assert final.returncode == 0, final.stderr[-2000:]
@@ -122,22 +95,22 @@ def test_kill_nine_at_random_moments(
 
     reference = tmp_path / "uninterrupted"
     plain = subprocess.run(
-        [*client_args(reference, elec2_head, url), "--node-id", "steady"],
+        [*client_args(reference, elec2_part, url), "--node-id", "steady"],
         capture_output=True, text=True, timeout=TIMEOUT * 12,
     )
     assert plain.returncode == 0, plain.stderr[-2000:]
-    assert abs(accuracy_of(state, elec2_head) - accuracy_of(reference, elec2_head)) < 0.015
+    assert abs(accuracy_of(state, elec2_part) - accuracy_of(reference, elec2_part)) < 0.015
 
 
 def test_backlog_arrives_once_after_coordinator_returns(
-    tmp_path: Path, elec2_head: Path
+    tmp_path: Path, elec2_part: Path
 ) -> None:
     """Insights made while the coordinator was down arrive later, in order, once."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     state = tmp_path / "offline"
     first = subprocess.run(
-        [*client_args(state, elec2_head, url), "--drain-timeout", "1"],
+        [*client_args(state, elec2_part, url), "--drain-timeout", "1"],
         capture_output=True, text=True, timeout=TIMEOUT * 12,
     )
     assert first.returncode == 0, first.stderr[-2000:]
@@ -145,35 +118,25 @@ def test_backlog_arrives_once_after_coordinator_returns(
     assert len(waiting) > 10
 
     server_state = tmp_path / "server"
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "sfhfe_node", "--role", "server",
-             "--listen", f"127.0.0.1:{port}", "--state-dir", str(server_state)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_healthy(url, server)
+    with coordinator_process(server_state, port):
         second = subprocess.run(
-            client_args(state, elec2_head, url), capture_output=True, text=True,
+            client_args(state, elec2_part, url), capture_output=True, text=True,
             timeout=TIMEOUT * 12,
         )
         assert second.returncode == 0, second.stderr[-2000:]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(TIMEOUT * 3)
     assert stored_seqs(server_state / "coordinator.sqlite3") == waiting
     assert not list((state / "outbox").glob("*.msgpack"))
     assert prediction_indices(state) == list(range(RECORDS))
 
 
 def test_sigterm_stops_cleanly_with_fresh_checkpoint(
-    tmp_path: Path, elec2_head: Path, coordinator: tuple[str, Path]
+    tmp_path: Path, elec2_part: Path, coordinator: tuple[str, Path]
 ) -> None:
     """SIGTERM mid-stream: exit 0 in time, a checkpoint of the last batch, no loss."""
     url, database = coordinator
     state = tmp_path / "stopped"
     process = subprocess.Popen(
-        client_args(state, elec2_head, url, "--rate", "1000", "--stop-timeout", "10"),
+        client_args(state, elec2_part, url, "--rate", "1000", "--stop-timeout", "10"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + TIMEOUT * 3
