@@ -1,17 +1,32 @@
 """Gossip between client nodes: expert weights to the most similar peers.
 
-:mod:`~sfhfe_node.gossip.protocol` is the wire format, :mod:`.peers` the peer
-choice, :mod:`.merge` the checks and blending of received weights; all three
-are free of I/O. :mod:`.node` runs them over websockets.
+:mod:`~sfhfe_node.gossip.protocol` is the wire format (and its written
+specification), :mod:`.auth` the frame MAC and replay checks, :mod:`.peers`
+the peer choice, :mod:`.merge` the checks and robust combination of received
+weights, :mod:`.sendqueue` the bounded per-link queue; all of them are free of
+I/O. :mod:`.node` runs them over websockets, :mod:`.discovery` asks the
+coordinator for peers and :mod:`.metrics` renders a node's counters for
+Prometheus.
 """
 
 from __future__ import annotations
 
-from sfhfe_node.gossip.merge import blend_factor, blend_params, check_weights
-from sfhfe_node.gossip.node import GossipHost, GossipNode, NodeState
+from sfhfe_node.gossip.auth import ReplayGuard, check_key
+from sfhfe_node.gossip.discovery import Discovery, parse_peers
+from sfhfe_node.gossip.merge import (
+    RoundBuffer,
+    Update,
+    blend_params,
+    check_weights,
+    combine,
+    update_weight,
+)
+from sfhfe_node.gossip.metrics import render_metrics
+from sfhfe_node.gossip.node import GossipHost, GossipNode, NodeState, frame_cap
 from sfhfe_node.gossip.peers import PeerEvent, PeerTable, cosine
 from sfhfe_node.gossip.protocol import (
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     Ack,
     Error,
     Hello,
@@ -22,10 +37,13 @@ from sfhfe_node.gossip.protocol import (
     decode,
     encode,
 )
+from sfhfe_node.gossip.sendqueue import SendQueue
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
     "Ack",
+    "Discovery",
     "Error",
     "GossipHost",
     "GossipNode",
@@ -35,12 +53,21 @@ __all__ = [
     "PeerEvent",
     "PeerTable",
     "Peers",
+    "ReplayGuard",
+    "RoundBuffer",
+    "SendQueue",
     "TensorError",
+    "Update",
     "Weights",
-    "blend_factor",
     "blend_params",
+    "check_key",
     "check_weights",
+    "combine",
     "cosine",
     "decode",
     "encode",
+    "frame_cap",
+    "parse_peers",
+    "render_metrics",
+    "update_weight",
 ]

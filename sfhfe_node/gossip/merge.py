@@ -1,18 +1,31 @@
-"""Checking a peer's expert weights and blending them into one's own.
+"""Checking a peer's expert weights and combining them with one's own.
 
 Free of I/O: arrays in, a verdict or new arrays out. A receiver calls
-:func:`check_weights` on every ``weights`` message, then blends an accepted
-one with the factor from :func:`blend_factor`.
+:func:`check_weights` on every ``weights`` message and keeps the accepted ones
+in a :class:`RoundBuffer`, the latest per peer and expert. Once per exchange
+round it combines each expert's updates with :func:`combine`:
 
-Limitation: updates are applied one message at a time. Several peers are
-combined only through their small, trust-scaled factors, not yet by a robust
-rule (clipping or trimmed mean) across peers.
+1. every update becomes a delta from the node's own weights, ``d_i = p_i - w``;
+2. each delta is clipped to the norm ``tau = min(median_i |d_i|,
+   clip_ratio * |w|)``: a peer far from everyone else counts no more than a
+   typical one, and no peer moves the node by more than a share of its own
+   size;
+3. the clipped deltas are averaged with weights ``a_i = trust * similarity *
+   min(samples_i / samples_own, 1)`` (:func:`update_weight`), each in [0, 1];
+4. the node moves ``blend * sum(a) / (1 + sum(a))`` of the way along that
+   average: its own weights count as one full vote, so one peer of full
+   weight moves it at most ``blend / 2`` of a clipped delta, and a hostile
+   peer among honest ones much less.
+
+The sample count in a message is the sender's claim; the ratio is capped at 1
+so that claiming more records buys no extra weight.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,9 +35,12 @@ __all__ = [
     "NORM_RATIO",
     "NORM_SLACK",
     "WeightSpec",
+    "Update",
+    "RoundBuffer",
     "check_weights",
     "params_norm",
-    "blend_factor",
+    "update_weight",
+    "combine",
     "blend_params",
 ]
 
@@ -96,16 +112,104 @@ def check_weights(
         )
 
 
-def blend_factor(base: float, trust: float, similarity: float) -> float:
-    """Share of a peer's weights to mix in: ``base * trust * max(similarity, 0)``.
+def update_weight(
+    trust: float, similarity: float, samples: int, own_samples: int
+) -> float:
+    """Weight of one peer's update: trust x similarity x capped sample share.
 
-    ``base`` is the node's blend setting in [0, 1]; ``trust`` is clipped to
-    [0, 1] and a negative similarity counts as none. The result is in [0, 1].
+    ``trust`` is clipped to [0, 1], a negative similarity counts as none, and
+    the sample share ``samples / own_samples`` is capped at 1 (a node that
+    has learned nothing yet takes its peers' records at face value, capped).
+    The result is in [0, 1].
     """
-    if not 0.0 <= base <= 1.0:
-        raise ValueError(f"blend base must be in [0, 1], got {base}")
     trust = min(max(trust, 0.0), 1.0)
-    return base * trust * min(max(similarity, 0.0), 1.0)
+    similarity = min(max(similarity, 0.0), 1.0)
+    share = min(max(samples, 0) / max(own_samples, 1), 1.0)
+    return trust * similarity * share
+
+
+@dataclass(frozen=True)
+class Update:
+    """One accepted ``weights`` message waiting for the end of its round."""
+
+    peer: str
+    params: Mapping[str, np.ndarray]
+    weight: float
+
+
+class RoundBuffer:
+    """The accepted updates of the current round, the latest per peer and expert.
+
+    Bounded by construction: at most one update per (peer, expert), and the
+    node only accepts updates from linked peers.
+    """
+
+    def __init__(self) -> None:
+        self._updates: dict[str, dict[str, Update]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(per_peer) for per_peer in self._updates.values())
+
+    def add(self, expert: str, update: Update) -> None:
+        """Keep ``update``, replacing an earlier one of the same peer and expert."""
+        self._updates.setdefault(expert, {})[update.peer] = update
+
+    def drop_peer(self, peer: str) -> None:
+        """Forget every pending update of ``peer``."""
+        for per_peer in self._updates.values():
+            per_peer.pop(peer, None)
+
+    def take(self) -> dict[str, list[Update]]:
+        """Return the pending updates by expert and start a new round."""
+        taken = {
+            expert: list(per_peer.values())
+            for expert, per_peer in self._updates.items()
+            if per_peer
+        }
+        self._updates = {}
+        return taken
+
+
+def combine(
+    own: Mapping[str, np.ndarray],
+    updates: Sequence[Update],
+    blend: float,
+    clip_ratio: float = 1.0,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Robustly combine ``updates`` of one expert with the node's ``own`` weights.
+
+    Returns ``(target, factor)``: the node should move ``factor`` of the way
+    from its weights to ``target`` (``own`` plus the weighted mean of the
+    clipped deltas), as ``blend_params(current, target, factor)`` does. The
+    learner may have trained since ``own`` was read; moving toward a target
+    rather than replacing the weights keeps that training. ``factor`` is 0.0
+    when no update carries weight.
+    """
+    if not 0.0 <= blend <= 1.0 or not clip_ratio > 0:
+        raise ValueError(
+            f"combine needs 0 <= blend <= 1 and clip_ratio > 0; got {blend}, "
+            f"{clip_ratio}"
+        )
+    weighted = [update for update in updates if update.weight > 0.0]
+    total = sum(update.weight for update in weighted)
+    if not weighted or blend == 0.0:
+        return {name: value.copy() for name, value in own.items()}, 0.0
+    deltas = [
+        {name: np.asarray(update.params[name], np.float64) - value
+         for name, value in own.items()}
+        for update in weighted
+    ]
+    norms = [params_norm(delta) for delta in deltas]
+    tau = min(float(np.median(norms)), clip_ratio * params_norm(own))
+    mean = {name: np.zeros(value.shape, np.float64) for name, value in own.items()}
+    for update, delta, norm in zip(weighted, deltas, norms):
+        scale = update.weight / total * (min(1.0, tau / norm) if norm > 0 else 0.0)
+        for name, value in delta.items():
+            mean[name] += scale * value
+    target = {
+        name: (value + mean[name]).astype(np.float32) for name, value in own.items()
+    }
+    return target, blend * total / (1.0 + total)
 
 
 def blend_params(

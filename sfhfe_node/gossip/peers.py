@@ -2,11 +2,19 @@
 
 :class:`PeerTable` is plain state, free of I/O and clocks: the caller passes
 the time in and logs the :class:`PeerEvent` objects it gets back.
+
+Besides the ``k`` most similar peers the table keeps one exploration slot
+filled by a random other candidate and rotated every ``explore_period``
+seconds. Peers chosen only by similarity help a node's personal model but
+narrow what the federation shares (a node only ever hears from nodes like
+itself); one random partner keeps knowledge flowing across clusters of
+similar nodes.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +30,7 @@ class PeerEvent:
     ``kind`` is ``"joined"`` (``peer_id`` took a free slot), ``"replaced"``
     (``peer_id`` took the slot of ``replaced``) or ``"left"`` (``peer_id``
     lost its slot); ``reason`` is a short token such as ``"free_slot"``,
-    ``"more_similar"`` or ``"disconnected"``.
+    ``"more_similar"``, ``"explore"``, ``"rotated"`` or ``"disconnected"``.
     """
 
     kind: Literal["joined", "replaced", "left"]
@@ -79,6 +87,13 @@ class PeerTable:
         Successful exchanges after which a peer is trusted fully (default 3).
         Trust grows linearly from 0 to 1 over them; a failed exchange resets
         it to 0. With 0 every peer is trusted at once.
+    explore_period
+        Seconds between rotations of the exploration slot (default 300.0);
+        ``None`` disables the slot. Shorter mixes knowledge across the
+        federation faster and spends more exchanges on less similar peers.
+    rng
+        Source of the random choice of the exploring peer (default: a new
+        ``random.Random()``); pass a seeded one for repeatable choices.
     """
 
     def __init__(
@@ -88,6 +103,8 @@ class PeerTable:
         cooldown: float = 60.0,
         ema: float = 0.3,
         trust_after: int = 3,
+        explore_period: float | None = 300.0,
+        rng: random.Random | None = None,
     ) -> None:
         if k < 1 or margin < 0 or cooldown < 0 or not 0 < ema <= 1 or trust_after < 0:
             raise ValueError(
@@ -95,14 +112,20 @@ class PeerTable:
                 f"0 < ema <= 1, trust_after >= 0; got k={k}, margin={margin}, "
                 f"cooldown={cooldown}, ema={ema}, trust_after={trust_after}"
             )
+        if explore_period is not None and not explore_period > 0:
+            raise ValueError(f"explore_period must be > 0, got {explore_period}")
         self.k = k
         self.margin = margin
         self.cooldown = cooldown
         self.ema = ema
         self.trust_after = trust_after
+        self.explore_period = explore_period
+        self._rng = rng or random.Random()
         self._entries: dict[str, _Entry] = {}
         self._selected: set[str] = set()
         self._last_change = -math.inf
+        self._explorer: str | None = None
+        self._explored_at = -math.inf
 
     def __contains__(self, peer_id: object) -> bool:
         return peer_id in self._entries
@@ -112,8 +135,19 @@ class PeerTable:
 
     @property
     def selected(self) -> list[str]:
-        """Ids of the selected peers, most similar first."""
+        """Ids of every peer gossiped with: most similar first, the explorer last."""
+        ranked = self.similar
+        return ranked + [self._explorer] if self._explorer is not None else ranked
+
+    @property
+    def similar(self) -> list[str]:
+        """Ids of the peers chosen by similarity, most similar first."""
         return sorted(self._selected, key=lambda peer: -self._entries[peer].similarity)
+
+    @property
+    def explorer(self) -> str | None:
+        """Id of the peer in the exploration slot, if any."""
+        return self._explorer
 
     def similarity(self, peer_id: str) -> float:
         """Smoothed cosine similarity of ``peer_id``; KeyError if unknown."""
@@ -167,9 +201,15 @@ class PeerTable:
             self._selected.discard(peer_id)
             self._last_change = now
             events.append(PeerEvent("left", peer_id, reason))
+        if peer_id == self._explorer:
+            self._explorer = None
+            events.append(PeerEvent("left", peer_id, reason))
         return events + self._rebalance(now)
 
     def _rebalance(self, now: float) -> list[PeerEvent]:
+        return self._choose_similar(now) + self._choose_explorer(now)
+
+    def _choose_similar(self, now: float) -> list[PeerEvent]:
         events: list[PeerEvent] = []
         candidates = sorted(
             (peer for peer in self._entries if peer not in self._selected),
@@ -177,7 +217,7 @@ class PeerTable:
         )
         while candidates and len(self._selected) < self.k:
             peer = candidates.pop(0)
-            self._selected.add(peer)
+            self._promote(peer)
             self._last_change = now
             events.append(PeerEvent("joined", peer, "free_slot"))
         if not candidates or now - self._last_change < self.cooldown:
@@ -187,7 +227,30 @@ class PeerTable:
         gain = self._entries[best].similarity - self._entries[weakest].similarity
         if gain > self.margin:
             self._selected.discard(weakest)
-            self._selected.add(best)
+            self._promote(best)
             self._last_change = now
             events.append(PeerEvent("replaced", best, "more_similar", weakest))
         return events
+
+    def _promote(self, peer: str) -> None:
+        self._selected.add(peer)
+        if peer == self._explorer:
+            self._explorer = None
+
+    def _choose_explorer(self, now: float) -> list[PeerEvent]:
+        if self.explore_period is None:
+            return []
+        due = now - self._explored_at >= self.explore_period
+        if self._explorer is not None and not due:
+            return []
+        others = sorted(
+            peer for peer in self._entries
+            if peer not in self._selected and peer != self._explorer
+        )
+        if not others:
+            return []
+        previous, self._explorer = self._explorer, self._rng.choice(others)
+        self._explored_at = now
+        if previous is None:
+            return [PeerEvent("joined", self._explorer, "explore")]
+        return [PeerEvent("replaced", self._explorer, "rotated", previous)]

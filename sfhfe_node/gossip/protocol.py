@@ -1,17 +1,22 @@
-"""The gossip wire format, version 1: msgpack maps in binary websocket frames.
+"""The gossip wire format, version 2: msgpack maps in binary websocket frames.
 
 This module only turns messages into bytes and bytes into messages; it never
 touches a socket, so every rule below can be tested without an event loop.
+The stateful checks (fresh timestamp, unseen nonce) live in
+:class:`~sfhfe_node.gossip.auth.ReplayGuard`, what the node does with each
+error in :mod:`sfhfe_node.gossip.node`; both are summarised here.
 
-Envelope, present in every message::
+Envelope, present in every message, ``mac`` always last::
 
     {
-      "v": 1,                     protocol version, an integer
+      "v": 2,                     protocol version, an integer
       "type": str,                "hello" | "peers" | "weights" | "ack" | "error"
       "from": str,                sender's node id, 1-64 of [A-Za-z0-9._-]
       "ts": float,                sender's unix time in seconds, finite, >= 0
       "nonce": bytes,             exactly 12 random bytes, new for every message
       ...                         the fields of the type, below
+      "mac": bytes | nil          HMAC-SHA256 (32 bytes) under the cluster key,
+                                  or nil on a node without a key
     }
 
 Types and their fields::
@@ -22,15 +27,17 @@ Types and their fields::
               "usage": {str: float}  expert name -> share of use, at most 32
               "records": int       records the sender has learned, 0 .. 2**53
     peers     "addresses": [str]   at most 64 ws:// or wss:// addresses
-    weights   "expert": str        expert name, [a-z][a-z0-9_]{0,31}
-              "params": [          1-64 parameters with distinct names, each
-                [name: str,        1-64 of [A-Za-z0-9._]
-                 shape: [int],     at most 4 dimensions, each >= 0
-                 dtype: str,       "float32", the only dtype of version 1
-                 data: bytes]      product(shape) little-endian float32 values
+    weights   "dtype": str         "float32", the only dtype of version 2
+              "experts": [         1-32 experts with distinct names, each
+                [expert: str,      expert name, [a-z][a-z0-9_]{0,31}
+                 params: [         1-64 parameters with distinct names, each
+                   [name: str,     1-64 of [A-Za-z0-9._]
+                    shape: [int],  at most 4 dimensions, each >= 0
+                    data: bytes]   product(shape) little-endian float32 values
+                 ]]
               ]
-              "samples": int       records the sender's expert learned from
-              "version": int       sender's model version, 0 .. 2**53
+              "samples": int       records the sender learned from
+              "version": int       sender's model version (its round), 0 .. 2**53
     ack       "ref": bytes         nonce of the acknowledged message
               "accepted": bool
               "reason": str        "ok" or the rejection reason token
@@ -38,41 +45,73 @@ Types and their fields::
               "detail": str        human-readable text, at most 200 chars
 
 A field outside this list, a missing field or a field of the wrong type is an
-error: two sides that disagree on the format learn it at once. A parameter is
-a 4-item array rather than a map so that its description costs about 25 bytes,
-not 45: a ``weights`` frame stays within 5 % of its raw float32 bytes for
-experts of a few thousand parameters. Tensors are never Python lists;
-:func:`decode` returns them as read-only ``float32`` arrays that share memory
-with the frame (``np.frombuffer``).
+error: two sides that disagree on the format learn it at once. One ``weights``
+frame carries every expert a round sends to a peer, so the envelope and the
+MAC (about 150 bytes) are paid once per exchange, and a parameter is a 3-item
+array rather than a map so that its description costs about 12 bytes: an
+exchange stays within 5 % of its raw float32 bytes from about 10,000
+parameters up (the whole expert bank of an Elec2 learner is 11,000). Tensors
+are never Python lists; :func:`decode` returns them as read-only ``float32``
+arrays that share memory with the frame (``np.frombuffer``).
+
+Authentication. With a cluster key (at least 16 bytes, shared by every node)
+the sender writes the frame with 32 zero bytes in ``mac`` -- msgpack puts them
+at the very end of the frame -- computes HMAC-SHA256 over the whole frame and
+writes it over those zeros (:mod:`sfhfe_node.gossip.auth`). The receiver
+checks the MAC on the raw bytes before it looks at any other field, then
+checks that ``ts`` is within the replay window of its clock (120 s by
+default) and that it has not seen ``nonce`` within twice that window. A node
+without a key sends ``mac`` nil and refuses signed frames, and a node with a
+key refuses unsigned ones: a cluster with mixed settings fails loudly at the
+first hello instead of running half authenticated. The node also serves
+``wss://`` when given a TLS certificate; the MAC and TLS are independent.
+
+Version negotiation. Every frame names its version in ``v``; this release
+speaks version 2 only (:data:`SUPPORTED_VERSIONS`). A receiver answers a frame
+of any other version with an ``error`` whose reason is ``bad_version`` and
+whose detail lists the versions it speaks (``"supported: 2"``), then closes
+with 1008. A later release that speaks several versions opens every link with
+a hello of its highest version and, when refused this way, redials with the
+highest version both sides list. Version 1 (no ``mac`` field) is refused.
 
 Limits: a frame holds at most ``max_size`` bytes (4 MiB by default, enforced by
-the websocket layer as well as here), a tensor at most 2**22 elements and 4
-dimensions.
+the websocket layer as well as here; the node derives its cap from its largest
+expert), a tensor at most 2**22 elements and 4 dimensions, a hello's
+embedding 64 values, a peers message 64 addresses.
 
 What a receiver does with a bad frame (:class:`ProtocolError` ``reason``):
 
-- ``oversize``: count it and close the connection with 1009 (message too big).
-- ``not_binary``, ``not_msgpack``, ``not_map``, ``bad_version``,
+- ``oversize``: count it, close the connection with 1009 (message too big)
+  and back the peer off.
+- ``not_binary``, ``not_msgpack``, ``not_map``, ``bad_version``, ``bad_mac``,
   ``unknown_type``, ``missing_field``, ``unknown_field``, ``bad_type``,
   ``bad_value``, and from the node ``no_hello`` (the first message of a link
   is not a ``hello``, or it does not come in time) and ``bad_sender`` (a
   message names another sender than the link's ``hello``): count it, send an
   ``error`` message with the reason, close the connection with 1008 (policy
   violation) and back the peer off before it may connect again.
+- ``stale`` (timestamp outside the window) and ``replay`` (nonce seen
+  before): count it and drop the frame silently; the link stays, since a
+  delayed or duplicated frame is not proof of a hostile peer.
 - ``bad_tensor``, ``bad_dtype`` (raised as :class:`TensorError`, a
   well-formed ``weights`` frame whose tensor description is wrong), and the
   checks of :mod:`sfhfe_node.gossip.merge` (``unknown_expert``, ``bad_shape``,
   ``not_finite``, ``norm_too_large``): count it, reply ``ack`` with
-  ``accepted`` false and the reason, and keep the connection.
+  ``accepted`` false and the reason, reset the sender's trust to zero and
+  keep the connection.
 
-Both ends send ``hello`` first on every link and again every exchange round;
-a receiver answers each ``weights`` with one ``ack`` naming its nonce, and an
-``error`` only before it closes. A ``peers`` message is validated and, in
-this version, not acted on.
+Close codes: 1000 normal (``self``: the node dialled itself; ``duplicate``:
+another link to the same peer is kept), 1001 going away (shutdown), 1008
+policy violation (the reasons above, and ``backed_off`` for a peer that
+reconnects before its back-off ends), 1009 message too big, 1011 keepalive
+ping unanswered (websocket layer), 1013 try later (the node holds its
+maximum of links).
 
-Version 1 carries no authentication. ``ts`` and ``nonce`` are in the envelope
-so that a later version can add an HMAC over the other fields and reject
-replays without changing any other field.
+Both ends send ``hello`` first on every link and again every exchange round,
+and a ``peers`` message after their hello; a receiver answers each
+``weights`` with one ``ack`` naming its nonce, and an ``error`` only before it
+closes. Addresses in a ``peers`` message are dialled like configured ones,
+within the node's address limit, and forgotten after a few failed dials.
 """
 
 from __future__ import annotations
@@ -89,9 +128,11 @@ import msgpack
 import numpy as np
 
 from sfhfe_node.errors import ProtocolError
+from sfhfe_node.gossip.auth import MAC_BYTES, frame_mac, verify_frame
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
     "MAX_FRAME",
     "MAX_EMBEDDING",
     "MAX_EXPERTS",
@@ -113,7 +154,8 @@ __all__ = [
     "decode",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 MAX_FRAME = 4 * 2**20
 MAX_EMBEDDING = 64
 MAX_EXPERTS = 32
@@ -127,7 +169,7 @@ NONCE_BYTES = 12
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _EXPERT = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_PARAM = re.compile(r"[A-Za-z0-9._]{1,64}")
+_PARAM_NAME = re.compile(r"[A-Za-z0-9._]{1,64}")
 _REASON = re.compile(r"[a-z_]{1,32}")
 _ADDRESS = re.compile(r"wss?://[A-Za-z0-9.\-\[\]:]{1,200}(/[\x21-\x7e]{0,50})?")
 
@@ -184,12 +226,11 @@ class Peers:
 
 @dataclass(frozen=True, eq=False)
 class Weights:
-    """The parameters of one expert, by name, as float32 arrays."""
+    """The parameters of one or more experts: expert -> name -> float32 array."""
 
     TYPE: ClassVar[str] = "weights"
     sender: str
-    expert: str
-    params: dict[str, np.ndarray]
+    experts: dict[str, dict[str, np.ndarray]]
     samples: int
     version: int
     ts: float = field(default_factory=time.time)
@@ -224,8 +265,8 @@ class Error:
 Message: TypeAlias = Hello | Peers | Weights | Ack | Error
 
 
-def encode(message: Message) -> bytes:
-    """Serialise ``message`` to one msgpack frame.
+def encode(message: Message, key: bytes | None = None) -> bytes:
+    """Serialise ``message`` to one msgpack frame, signed when ``key`` is given.
 
     Arrays are written as raw little-endian float32 bytes, cast if needed.
     """
@@ -246,8 +287,11 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, Peers):
         body["addresses"] = list(message.addresses)
     elif isinstance(message, Weights):
-        body["expert"] = message.expert
-        body["params"] = [_tensor_entry(name, t) for name, t in message.params.items()]
+        body["dtype"] = "float32"
+        body["experts"] = [
+            [expert, [_tensor_entry(name, t) for name, t in params.items()]]
+            for expert, params in message.experts.items()
+        ]
         body["samples"] = int(message.samples)
         body["version"] = int(message.version)
     elif isinstance(message, Ack):
@@ -257,7 +301,12 @@ def encode(message: Message) -> bytes:
     else:
         body["reason"] = message.reason
         body["detail"] = message.detail[:MAX_DETAIL]
-    return msgpack.packb(body, use_bin_type=True)
+    if key is None:
+        body["mac"] = None
+        return msgpack.packb(body, use_bin_type=True)
+    body["mac"] = bytes(MAC_BYTES)
+    frame = msgpack.packb(body, use_bin_type=True)
+    return frame[:-MAC_BYTES] + frame_mac(key, frame)
 
 
 def _float32(value: np.ndarray) -> np.ndarray:
@@ -266,15 +315,20 @@ def _float32(value: np.ndarray) -> np.ndarray:
 
 def _tensor_entry(name: str, value: np.ndarray) -> list[Any]:
     array = _float32(value)
-    return [name, [int(size) for size in array.shape], "float32", array.tobytes()]
+    return [name, [int(size) for size in array.shape], array.tobytes()]
 
 
-def decode(frame: bytes, max_size: int = MAX_FRAME) -> Message:
+def decode(
+    frame: bytes, max_size: int = MAX_FRAME, key: bytes | None = None
+) -> Message:
     """Parse and validate one frame of at most ``max_size`` bytes.
 
-    Raises :class:`ProtocolError` naming the first problem found, or its
-    subclass :class:`TensorError` for a bad tensor in a well-formed
-    ``weights`` frame.
+    With ``key`` the frame must carry a matching MAC, without it none; the MAC
+    is checked before any field but the version is looked at. Raises
+    :class:`ProtocolError` naming the first problem found, or its subclass
+    :class:`TensorError` for a bad tensor in a well-formed ``weights`` frame.
+    Timestamps and nonces are checked by the caller's
+    :class:`~sfhfe_node.gossip.auth.ReplayGuard`.
     """
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise ProtocolError("not_binary", "gossip frames must be binary, got text")
@@ -290,11 +344,15 @@ def decode(frame: bytes, max_size: int = MAX_FRAME) -> Message:
         ) from None
     if not isinstance(obj, dict):
         raise ProtocolError("not_map", f"frame must be a map, got {_kind(obj)}")
-    if obj.get("v") != PROTOCOL_VERSION or isinstance(obj.get("v"), bool):
+    version = obj.get("v")
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_VERSIONS))
         raise ProtocolError(
             "bad_version",
-            f"protocol version {str(obj.get('v'))[:20]!r} is not supported; use 1",
+            f"protocol version {str(version)[:20]!r} is not spoken here; "
+            f"supported: {supported}",
         )
+    _check_mac(frame, obj.get("mac"), key)
     kind = obj.get("type")
     if kind not in _FIELDS:
         raise ProtocolError(
@@ -303,6 +361,18 @@ def decode(frame: bytes, max_size: int = MAX_FRAME) -> Message:
         )
     clean = _fields(obj, kind, {**_ENVELOPE, **_FIELDS[kind]})
     return _BUILDERS[kind](clean)
+
+
+def _check_mac(frame: bytes, mac: object, key: bytes | None) -> None:
+    if key is None:
+        if mac is not None:
+            raise ProtocolError(
+                "bad_mac", "frame is signed but this node has no cluster key"
+            )
+        return
+    if not isinstance(mac, bytes):
+        raise ProtocolError("bad_mac", "frame is not signed; a cluster key is required")
+    verify_frame(key, frame, mac)
 
 
 # Field checkers: each takes a value and its path and returns a clean value.
@@ -435,18 +505,24 @@ def _usage(value: Any, path: str) -> dict[str, float]:
     }
 
 
-def _param(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, list):
-        raise ProtocolError("bad_type", f"{path} must be a list, got {_kind(value)}")
-    if len(value) != len(_PARAM_FIELDS):
-        reason = "missing_field" if len(value) < len(_PARAM_FIELDS) else "unknown_field"
-        raise ProtocolError(
-            reason, f"{path} has {len(value)} items; need name, shape, dtype, data"
-        )
-    return {
-        name: check(item, f"{path}.{name}")
-        for (name, check), item in zip(_PARAM_FIELDS.items(), value)
-    }
+def _tuple(fields: dict[str, _Check]) -> _Check:
+    def check(value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, list):
+            raise ProtocolError(
+                "bad_type", f"{path} must be a list, got {_kind(value)}"
+            )
+        if len(value) != len(fields):
+            reason = "missing_field" if len(value) < len(fields) else "unknown_field"
+            raise ProtocolError(
+                reason,
+                f"{path} has {len(value)} items; need {', '.join(fields)}",
+            )
+        return {
+            name: item_check(item, f"{path}.{name}")
+            for (name, item_check), item in zip(fields.items(), value)
+        }
+
+    return check
 
 
 _ENVELOPE: dict[str, _Check] = {
@@ -455,14 +531,23 @@ _ENVELOPE: dict[str, _Check] = {
     "from": _text(_NODE_ID, "a node id (1-64 of A-Z a-z 0-9 . _ -)"),
     "ts": _number(0.0, 1e11),
     "nonce": _bytes(NONCE_BYTES, NONCE_BYTES),
+    "mac": _optional(_bytes(MAC_BYTES, MAC_BYTES)),
 }
 
-_PARAM_FIELDS: dict[str, _Check] = {
-    "name": _text(_PARAM, "a parameter name (1-64 of A-Z a-z 0-9 . _)"),
-    "shape": _list(_int(-MAX_COUNT, MAX_COUNT), 0, 64),
-    "dtype": _text(re.compile(r".{0,32}", re.DOTALL), "a short string"),
-    "data": _bytes(None, MAX_FRAME * 4),
-}
+_PARAM = _tuple(
+    {
+        "name": _text(_PARAM_NAME, "a parameter name (1-64 of A-Z a-z 0-9 . _)"),
+        "shape": _list(_int(-MAX_COUNT, MAX_COUNT), 0, 64),
+        "data": _bytes(None, MAX_FRAME * 4),
+    }
+)
+
+_EXPERT_ENTRY = _tuple(
+    {
+        "expert": _text(_EXPERT, "an expert name ([a-z][a-z0-9_]{0,31})"),
+        "params": _list(_PARAM, 1, MAX_PARAMS),
+    }
+)
 
 _FIELDS: dict[str, dict[str, _Check]] = {
     "hello": {
@@ -478,8 +563,8 @@ _FIELDS: dict[str, dict[str, _Check]] = {
         ),
     },
     "weights": {
-        "expert": _text(_EXPERT, "an expert name ([a-z][a-z0-9_]{0,31})"),
-        "params": _list(_param, 1, MAX_PARAMS),
+        "dtype": _text(re.compile(r".{0,32}", re.DOTALL), "a short string"),
+        "experts": _list(_EXPERT_ENTRY, 1, MAX_EXPERTS),
         "samples": _int(0, MAX_COUNT),
         "version": _int(0, MAX_COUNT),
     },
@@ -520,26 +605,35 @@ def _peers(obj: dict[str, Any]) -> Peers:
 
 def _weights(obj: dict[str, Any]) -> Weights:
     sender, ref = obj["from"], obj["nonce"]
-    params: dict[str, np.ndarray] = {}
-    for entry in obj["params"]:
-        name = entry["name"]
-        if name in params:
-            raise ProtocolError("bad_value", f"weights.params repeats {name!r}")
-        params[name] = _tensor(entry, sender, ref)
+    if obj["dtype"] != "float32":
+        raise TensorError(
+            "bad_dtype",
+            f"weights have dtype {obj['dtype'][:32]!r}; only float32 is allowed",
+            sender, ref,
+        )
+    experts: dict[str, dict[str, np.ndarray]] = {}
+    for entry in obj["experts"]:
+        expert = entry["expert"]
+        if expert in experts:
+            raise ProtocolError("bad_value", f"weights.experts repeats {expert!r}")
+        params: dict[str, np.ndarray] = {}
+        for param in entry["params"]:
+            name = param["name"]
+            if name in params:
+                raise ProtocolError(
+                    "bad_value", f"weights of {expert} repeat {name!r}"
+                )
+            params[name] = _tensor(expert, param, sender, ref)
+        experts[expert] = params
     return Weights(
-        sender, obj["expert"], params, obj["samples"], obj["version"],
-        ts=obj["ts"], nonce=ref,
+        sender, experts, obj["samples"], obj["version"], ts=obj["ts"], nonce=ref
     )
 
 
-def _tensor(entry: dict[str, Any], sender: str, ref: bytes) -> np.ndarray:
-    name, shape, data = entry["name"], entry["shape"], entry["data"]
-    if entry["dtype"] != "float32":
-        raise TensorError(
-            "bad_dtype",
-            f"{name} has dtype {entry['dtype'][:32]!r}; only float32 is allowed",
-            sender, ref,
-        )
+def _tensor(
+    expert: str, entry: dict[str, Any], sender: str, ref: bytes
+) -> np.ndarray:
+    name, shape, data = f"{expert}.{entry['name']}", entry["shape"], entry["data"]
     if len(shape) > MAX_DIMS or any(size < 0 for size in shape):
         raise TensorError(
             "bad_tensor",

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from sfhfe_node.gossip.merge import blend_params, params_norm
+from sfhfe_node.gossip.node import GossipNode
+from sfhfe_node.gossip.protocol import Hello, Message, decode, encode
 from tests.conftest import TIMEOUT
 
-__all__ = ["SPEC", "ArrayHost", "until"]
+__all__ = [
+    "SPEC",
+    "ArrayHost",
+    "closed_by_node",
+    "make_node",
+    "next_message",
+    "raw_peer",
+    "until",
+]
+
+EMBEDDING = [1.0, 0.5, 0.0]
 
 SPEC: dict[str, dict[str, tuple[int, ...]]] = {
     name: {
@@ -79,3 +96,67 @@ async def until(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def make_node(
+    node_id: str, host: ArrayHost, peers: list[str] | None = None, **options: Any
+) -> GossipNode:
+    """A node on 127.0.0.1 with fast test timings; ``options`` override them."""
+    settings: dict[str, Any] = {
+        "interval": 0.1,
+        "cooldown": 0.0,
+        "backoff_initial": 0.05,
+        "backoff_cap": 0.2,
+        "hello_timeout": 2.0,
+        "close_timeout": 0.5,
+    }
+    settings.update(options)
+    if settings["backoff_cap"] < settings["backoff_initial"]:
+        settings["backoff_cap"] = settings["backoff_initial"]
+    return GossipNode(
+        node_id, host, listen=("127.0.0.1", 0), advertise=None, peers=peers or [],
+        **settings,
+    )
+
+
+async def raw_peer(
+    node: GossipNode,
+    key: bytes | None = None,
+    sender: str = "raw",
+    context: ssl.SSLContext | None = None,
+    **options: Any,
+) -> ClientConnection:
+    """Connect a bare websocket client to ``node`` and send a hello by hand."""
+    scheme = "wss" if context is not None else "ws"
+    ws = await connect(
+        f"{scheme}://127.0.0.1:{node.port}", proxy=None, compression=None,
+        ssl=context, **options,
+    )
+    assert isinstance(await next_message(ws, Hello, key), Hello)
+    vector = np.asarray(EMBEDDING, np.float32)
+    await ws.send(encode(Hello(sender, None, vector, {"temporal": 1.0}, 1000), key))
+    return ws
+
+
+async def next_message(
+    ws: ClientConnection, kind: type, key: bytes | None = None
+) -> Message:
+    """Skip the node's other messages and return its next one of ``kind``."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            message = decode(await ws.recv(), key=key)
+            if isinstance(message, kind):
+                return message
+
+
+async def closed_by_node(
+    ws: ClientConnection, key: bytes | None = None
+) -> tuple[list[Message], int]:
+    """Read until the node closes the link; return its messages and close code."""
+    messages: list[Message] = []
+    with pytest.raises(ConnectionClosed) as caught:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                messages.append(decode(await ws.recv(), key=key))
+    assert caught.value.rcvd is not None
+    return messages, caught.value.rcvd.code

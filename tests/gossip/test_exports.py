@@ -8,7 +8,9 @@ import pytest
 
 import sfhfe_node.gossip as gossip
 
-MODULES = ["protocol", "peers", "merge", "node"]
+MODULES = [
+    "auth", "discovery", "merge", "metrics", "node", "peers", "protocol", "sendqueue"
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,4 @@
-"""Checks on received weights and the blend of accepted ones."""
+"""Checks on received weights, their weighting and their robust combination."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import pytest
 
 from sfhfe_node.errors import ProtocolError
 from sfhfe_node.gossip.merge import (
-    blend_factor,
+    RoundBuffer,
+    Update,
     blend_params,
     check_weights,
+    combine,
     params_norm,
+    update_weight,
 )
 
 SPEC = {"temporal": {"w": (2, 3), "b": (2,)}}
@@ -83,11 +86,62 @@ def test_norm_of_huge_float32_does_not_overflow() -> None:
     assert np.isfinite(params_norm(params))
 
 
-def test_blend_factor_scales_by_trust_and_similarity() -> None:
-    """The factor is base x trust x similarity, with negative similarity as zero."""
-    assert blend_factor(0.3, 0.5, 0.8) == pytest.approx(0.12)
-    assert blend_factor(0.3, 1.0, -0.4) == 0.0
-    assert blend_factor(0.3, 2.0, 1.0) == pytest.approx(0.3)
+def test_update_weight_multiplies_trust_similarity_and_sample_share() -> None:
+    """The weight is trust x similarity x sample share, each clipped to [0, 1]."""
+    assert update_weight(0.5, 0.8, 50, 100) == pytest.approx(0.2)
+    assert update_weight(1.0, -0.4, 100, 100) == 0.0
+    assert update_weight(2.0, 1.0, 100, 100) == pytest.approx(1.0)
+
+
+def test_claiming_more_samples_buys_no_extra_weight() -> None:
+    """A sample count far above the node's own counts as an equal share."""
+    assert update_weight(1.0, 1.0, 10**12, 100) == update_weight(1.0, 1.0, 100, 100)
+
+
+def _update(peer: str, scale: float, weight: float = 1.0) -> Update:
+    return Update(peer, _params(scale), weight)
+
+
+def test_combine_counts_own_weights_as_one_vote() -> None:
+    """One full-weight peer gives the plain delta as target and blend/2 as factor."""
+    target, factor = combine(_params(1.0), [_update("a", 2.0)], blend=0.6)
+    assert all(np.allclose(value, 2.0) for value in target.values())
+    assert factor == pytest.approx(0.3)
+
+
+def test_combine_clips_an_outlier_to_the_median_delta() -> None:
+    """A peer far from the others moves the target no more than a typical one."""
+    honest = [_update("a", 1.1), _update("b", 1.1)]
+    target, _ = combine(_params(1.0), [*honest, _update("evil", -50.0)], blend=0.5)
+    # Deltas of the honest peers are +0.1 each; the outlier's is clipped to the
+    # same norm, so the mean delta is (0.1 + 0.1 - 0.1) / 3 per value.
+    expected = 1.0 + 0.1 / 3
+    assert all(np.allclose(value, expected, atol=1e-6) for value in target.values())
+
+
+def test_combine_bounds_any_delta_by_the_own_norm() -> None:
+    """Even a lone peer moves the target at most clip_ratio times the own norm."""
+    own = _params(1.0)
+    target, _ = combine(own, [_update("a", 100.0)], blend=1.0, clip_ratio=0.5)
+    moved = params_norm({n: target[n] - own[n] for n in own})
+    assert moved == pytest.approx(0.5 * params_norm(own), rel=1e-5)
+
+
+def test_combine_without_weight_changes_nothing() -> None:
+    """Updates of zero weight give a factor of zero."""
+    target, factor = combine(_params(1.0), [_update("a", 3.0, weight=0.0)], 0.5)
+    assert factor == 0.0 and all(np.allclose(v, 1.0) for v in target.values())
+
+
+def test_round_buffer_keeps_the_latest_update_per_peer() -> None:
+    """A second update of one peer and expert replaces the first in its round."""
+    buffer = RoundBuffer()
+    buffer.add("temporal", _update("a", 1.0))
+    buffer.add("temporal", _update("a", 2.0))
+    buffer.add("temporal", _update("b", 3.0))
+    taken = buffer.take()
+    assert [u.params["b"][0] for u in taken["temporal"]] == [2.0, 3.0]
+    assert len(buffer) == 0 and buffer.take() == {}
 
 
 def test_blend_moves_own_weights_toward_incoming() -> None:

@@ -135,10 +135,10 @@ async def test_nan_tensor_gets_negative_ack_and_link_stays(node: GossipNode) -> 
     ws = await _raw_peer(node)
     params = _good_params()
     params["0.bias"][3] = np.nan
-    await ws.send(encode(Weights("raw", "temporal", params, 1, 1)))
+    await ws.send(encode(Weights("raw", {"temporal": params}, 1, 1)))
     ack = await _next(ws, Ack)
     assert isinstance(ack, Ack) and not ack.accepted and ack.reason == "not_finite"
-    await ws.send(encode(Weights("raw", "temporal", _good_params(), 1, 2)))
+    await ws.send(encode(Weights("raw", {"temporal": _good_params()}, 1, 2)))
     ack = await _next(ws, Ack)
     assert isinstance(ack, Ack) and ack.accepted
     stats = node.stats()
@@ -152,7 +152,7 @@ async def test_wrong_shape_gets_negative_ack(node: GossipNode) -> None:
     ws = await _raw_peer(node)
     params = _good_params()
     params["0.weight"] = np.zeros((8, 48), np.float32)
-    weights = Weights("raw", "temporal", params, 1, 1)
+    weights = Weights("raw", {"temporal": params}, 1, 1)
     await ws.send(encode(weights))
     ack = await _next(ws, Ack)
     assert isinstance(ack, Ack) and ack.ref == weights.nonce
@@ -164,8 +164,9 @@ async def test_wrong_shape_gets_negative_ack(node: GossipNode) -> None:
 async def test_inconsistent_tensor_gets_negative_ack(node: GossipNode) -> None:
     """A shape that disagrees with its data is answered with an ack, not a close."""
     ws = await _raw_peer(node)
-    body = msgpack.unpackb(encode(Weights("raw", "temporal", _good_params(), 1, 1)))
-    body["params"][0][1] = [7, 7]
+    message = Weights("raw", {"temporal": _good_params()}, 1, 1)
+    body = msgpack.unpackb(encode(message))
+    body["experts"][0][1][0][1] = [7, 7]
     await ws.send(msgpack.packb(body))
     ack = await _next(ws, Ack)
     assert isinstance(ack, Ack) and ack.reason == "bad_tensor"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -15,8 +17,9 @@ def _vector(similarity: float) -> np.ndarray:
     return np.array([similarity, np.sqrt(1.0 - similarity**2)], np.float32)
 
 
-def _table(**options: float) -> PeerTable:
-    table = PeerTable(k=1, margin=0.05, cooldown=60.0, ema=1.0, **options)
+def _table(**options: float | None) -> PeerTable:
+    settings: dict = {"explore_period": None, **options}
+    table = PeerTable(k=1, margin=0.05, cooldown=60.0, ema=1.0, **settings)
     table.observe("a", "ws://a:1", _vector(0.80), OWN, now=0.0)
     return table
 
@@ -106,3 +109,54 @@ def test_bad_settings_are_refused() -> None:
         PeerTable(k=0)
     with pytest.raises(ValueError):
         PeerTable(ema=0.0)
+
+
+def test_peer_set_is_stable_under_noise_below_the_margin() -> None:
+    """Similarity noise of +-0.02 around fixed levels never changes the choice."""
+    table = PeerTable(k=2, margin=0.05, cooldown=0.0, explore_period=None)
+    levels = {"a": 0.90, "b": 0.86, "c": 0.84, "d": 0.82}
+    rng = np.random.default_rng(3)
+    events = []
+    for step in range(300):
+        for peer, level in levels.items():
+            noisy = level + rng.uniform(-0.02, 0.02)
+            events += table.observe(peer, None, _vector(noisy), OWN, now=float(step))
+    assert sorted(table.selected) == ["a", "b"]
+    assert [event.kind for event in events] == ["joined", "joined"]
+
+
+def _explore_table() -> PeerTable:
+    table = PeerTable(
+        k=1, cooldown=0.0, ema=1.0, explore_period=100.0, rng=random.Random(1)
+    )
+    for i, peer in enumerate(["a", "b", "c", "d"]):
+        table.observe(peer, None, _vector(0.9 - 0.1 * i), OWN, now=0.0)
+    return table
+
+
+def test_exploration_slot_holds_a_less_similar_peer() -> None:
+    """Besides the k most similar peers, one other candidate is gossiped with."""
+    table = _explore_table()
+    assert table.similar == ["a"]
+    assert table.explorer in {"b", "c", "d"}
+    assert table.selected == ["a", table.explorer]
+
+
+def test_exploration_slot_rotates_after_its_period() -> None:
+    """The explorer is replaced by another candidate once its period is over."""
+    table = _explore_table()
+    first = table.explorer
+    assert table.observe("a", None, _vector(0.9), OWN, now=99.0) == []
+    events = table.observe("a", None, _vector(0.9), OWN, now=100.0)
+    assert events == [PeerEvent("replaced", table.explorer, "rotated", first)]
+    assert table.explorer not in (first, "a")
+
+
+def test_explorer_that_leaves_is_replaced_at_once() -> None:
+    """When the exploring peer disconnects another candidate takes the slot."""
+    table = _explore_table()
+    first = table.explorer
+    assert first is not None
+    events = table.remove(first, now=1.0)
+    assert events[0] == PeerEvent("left", first, "disconnected")
+    assert events[1].kind == "joined" and events[1].reason == "explore"

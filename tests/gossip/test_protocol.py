@@ -31,7 +31,7 @@ def _weights() -> Weights:
         name: RNG.normal(size=shape).astype(np.float32)
         for name, shape in SPEC["temporal"].items()
     }
-    return Weights("node-a", "temporal", params, samples=500, version=3)
+    return Weights("node-a", {"temporal": params}, samples=500, version=3)
 
 
 def _raw_weights(**changes: object) -> dict[str, Any]:
@@ -64,17 +64,17 @@ def test_weights_round_trip_is_exact() -> None:
     message = _weights()
     back = decode(encode(message))
     assert isinstance(back, Weights)
-    assert (back.expert, back.samples, back.version) == ("temporal", 500, 3)
-    for name, value in message.params.items():
-        assert back.params[name].dtype == np.float32
-        assert np.array_equal(back.params[name], value)
+    assert (list(back.experts), back.samples, back.version) == (["temporal"], 500, 3)
+    for name, value in message.experts["temporal"].items():
+        assert back.experts["temporal"][name].dtype == np.float32
+        assert np.array_equal(back.experts["temporal"][name], value)
 
 
 def test_decoded_tensors_are_views_of_the_frame() -> None:
     """Decoded tensors are read-only buffers over the frame bytes, not copies."""
     back = decode(encode(_weights()))
     assert isinstance(back, Weights)
-    tensor = back.params["0.weight"]
+    tensor = back.experts["temporal"]["0.weight"]
     assert not tensor.flags.writeable
     assert isinstance(tensor.base, (bytes, memoryview, np.ndarray))
 
@@ -95,14 +95,29 @@ def test_other_types_round_trip(message: Peers | Ack | Error) -> None:
 
 
 def test_weights_frame_is_close_to_raw_size() -> None:
-    """Three ~2,000-parameter experts cost at most 5 % over their raw float32 bytes."""
-    raw = wire = 0
-    for expert, shapes in SPEC.items():
-        params = {n: RNG.normal(size=s).astype(np.float32) for n, s in shapes.items()}
-        raw += sum(value.nbytes for value in params.values())
-        wire += len(encode(Weights("node-a", expert, params, 10_000, 12)))
+    """Three ~2,000-parameter experts in one signed frame cost at most 5 % extra."""
+    experts = {
+        expert: {n: RNG.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+        for expert, shapes in SPEC.items()
+    }
+    raw = sum(v.nbytes for params in experts.values() for v in params.values())
+    wire = len(encode(Weights("node-a", experts, 10_000, 12), b"k" * 32))
     assert len(SPEC) == 3 and 1_900 <= raw / 4 / 3 <= 2_200
     assert wire <= 1.05 * raw
+
+
+def test_several_experts_round_trip_in_one_frame() -> None:
+    """A weights frame keeps every expert apart, with its own parameters."""
+    experts = {
+        "temporal": {"w": np.ones((2, 2), np.float32)},
+        "drift": {"w": np.zeros(3, np.float32), "b": np.full(1, 2.0, np.float32)},
+    }
+    back = decode(encode(Weights("node-a", experts, 5, 1)))
+    assert isinstance(back, Weights)
+    assert {e: sorted(p) for e, p in back.experts.items()} == {
+        "temporal": ["w"], "drift": ["b", "w"]
+    }
+    assert back.experts["drift"]["b"].tolist() == [2.0]
 
 
 def test_oversize_frame_is_rejected() -> None:
@@ -128,9 +143,9 @@ def test_non_map_is_rejected() -> None:
     assert _reason(msgpack.packb([1, "hello"])) == "not_map"
 
 
-@pytest.mark.parametrize("version", [2, 0, True, "1", None])
+@pytest.mark.parametrize("version", [1, 3, 0, True, "2", None])
 def test_wrong_version_is_rejected(version: object) -> None:
-    """Only protocol version 1 is accepted."""
+    """Only protocol version 2 is accepted."""
     assert _reason(_raw_weights(v=version)) == "bad_version"
 
 
@@ -148,12 +163,12 @@ def test_missing_field_is_rejected() -> None:
 
 def test_extra_field_is_rejected() -> None:
     """A field the version does not define is rejected."""
-    assert _reason(_raw_weights(mac=b"x")) == "unknown_field"
+    assert _reason(_raw_weights(signature=b"x")) == "unknown_field"
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"samples": 1.5}, {"expert": 7}, {"nonce": "abc"}, {"params": {}}, {"ts": True}],
+    [{"samples": 1.5}, {"dtype": 7}, {"nonce": "abc"}, {"experts": {}}, {"ts": True}],
 )
 def test_wrong_typed_field_is_rejected(change: dict) -> None:
     """A field of the wrong type is rejected."""
@@ -164,11 +179,11 @@ def test_wrong_typed_field_is_rejected(change: dict) -> None:
     "change",
     [
         {"nonce": b"short"},
-        {"expert": "Bad Name"},
+        {"experts": [["Bad Name", [["w", [1], b"\0" * 4]]]]},
         {"ts": math.nan},
         {"from": ""},
         {"samples": -1},
-        {"params": []},
+        {"experts": []},
     ],
 )
 def test_bad_field_value_is_rejected(change: dict) -> None:
@@ -184,7 +199,7 @@ def test_non_finite_embedding_is_rejected() -> None:
 
 def _bad_param(entry: list) -> TensorError:
     body = _raw_weights()
-    body["params"][0] = entry
+    body["experts"][0][1][0] = entry
     with pytest.raises(TensorError) as caught:
         decode(msgpack.packb(body))
     assert caught.value.sender == "node-a"
@@ -194,40 +209,51 @@ def _bad_param(entry: list) -> TensorError:
 
 def test_shape_that_disagrees_with_data_is_a_tensor_error() -> None:
     """A shape whose product is not the data length over 4 is a bad tensor."""
-    assert _bad_param(["w", [3, 3], "float32", b"\0" * 32]).reason == "bad_tensor"
+    assert _bad_param(["w", [3, 3], b"\0" * 32]).reason == "bad_tensor"
 
 
 def test_dtype_other_than_float32_is_a_tensor_error() -> None:
     """Only float32 tensors are accepted."""
-    assert _bad_param(["w", [2], "float64", b"\0" * 16]).reason == "bad_dtype"
+    body = _raw_weights(dtype="float64")
+    with pytest.raises(TensorError) as caught:
+        decode(msgpack.packb(body))
+    assert caught.value.reason == "bad_dtype"
 
 
 def test_too_many_dims_is_a_tensor_error() -> None:
     """A tensor with more than four dimensions is rejected."""
-    entry = ["w", [1, 1, 1, 1, 1], "float32", b"\0" * 4]
+    entry = ["w", [1, 1, 1, 1, 1], b"\0" * 4]
     assert _bad_param(entry).reason == "bad_tensor"
 
 
 def test_too_many_elements_is_a_tensor_error() -> None:
     """A tensor claiming more elements than the cap is rejected before its bytes."""
-    entry = ["w", [MAX_ELEMENTS + 1], "float32", b""]
+    entry = ["w", [MAX_ELEMENTS + 1], b""]
     assert _bad_param(entry).reason == "bad_tensor"
 
 
 def test_negative_dimension_is_a_tensor_error() -> None:
     """A negative dimension is rejected."""
-    assert _bad_param(["w", [-1, -4], "float32", b"\0" * 16]).reason == "bad_tensor"
+    assert _bad_param(["w", [-1, -4], b"\0" * 16]).reason == "bad_tensor"
 
 
 def test_param_with_missing_item_is_rejected() -> None:
-    """A parameter entry must have exactly name, shape, dtype and data."""
+    """A parameter entry must have exactly name, shape and data."""
     body = _raw_weights()
-    body["params"][0] = ["w", [1], "float32"]
+    body["experts"][0][1][0] = ["w", [1]]
     assert _reason(body) == "missing_field"
 
 
 def test_repeated_param_name_is_rejected() -> None:
     """Two parameters with one name are rejected."""
     body = _raw_weights()
-    body["params"][1][0] = body["params"][0][0]
+    params = body["experts"][0][1]
+    params[1][0] = params[0][0]
+    assert _reason(body) == "bad_value"
+
+
+def test_repeated_expert_is_rejected() -> None:
+    """Two entries for one expert are rejected."""
+    body = _raw_weights()
+    body["experts"].append(body["experts"][0])
     assert _reason(body) == "bad_value"
