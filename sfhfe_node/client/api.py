@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from sfhfe_node.gossip.metrics import render_metrics
+
 if TYPE_CHECKING:
     from sfhfe_node.client.daemon import ClientNode
 
@@ -94,7 +96,8 @@ async def _metrics(request: web.Request) -> web.Response:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
     lines.append("# TYPE sfhfe_client_peers gauge")
     lines.append(f"sfhfe_client_peers {len(summary['peers'])}")
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    text = "\n".join(lines) + "\n" + render_metrics(summary["gossip"])
+    return web.Response(text=text, content_type="text/plain")
 
 
 async def _predict(request: web.Request) -> web.Response:

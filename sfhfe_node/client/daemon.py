@@ -28,6 +28,7 @@ import json
 import math
 import os
 import socket
+import ssl
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from sfhfe_node.client.progress import Scoreboard
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
 from sfhfe_node.errors import ConfigError, InvalidStateError
+from sfhfe_node.gossip.discovery import Discovery
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
 from sfhfe_node.logs import client_log
@@ -55,7 +57,7 @@ from sfhfe_node.stream import Batch, RecordStream, parse_share
 from sfhfe_node.systemd import Notifier
 from sfhfe_node.wire.insight import INSIGHT_SCHEMA, validate_insight
 
-__all__ = ["ClientNode", "run_client"]
+__all__ = ["ClientNode", "read_secret", "run_client", "tls_contexts"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -92,6 +94,7 @@ class ClientNode:
         self.uplink: Uplink | None = None
         self.outbox: Outbox | None = None
         self.host: LearnerHost | None = None
+        self.discovery: Discovery | None = None
         self.predictions: PredictionWriter | None = None
         self.checkpoint_store = CheckpointStore(self.state_dir)
         self.api_port: int | None = None
@@ -179,21 +182,28 @@ class ClientNode:
             self.stream.target,
         )
 
-        # Gossip: listen, then dial the configured peers.
+        # Gossip: listen, then dial the configured and remembered peers.
         host, port = settings.listen
+        ssl_server, ssl_client = tls_contexts(settings)
         self.gossip = GossipNode(
             self.node_id,
             self.host,
             listen=(host, port),
             advertise=settings.advertise,
             peers=list(settings.peers),
+            cluster_key=read_secret(settings.cluster_key_file, "cluster_key_file"),
+            ssl_server=ssl_server,
+            ssl_client=ssl_client,
             k=settings.gossip_k,
             margin=settings.gossip_margin,
             cooldown=settings.gossip_cooldown,
             interval=settings.gossip_interval,
+            blend=settings.gossip_blend,
+            explore_period=settings.gossip_explore or None,
         )
         await self.gossip.start()
-        self.advertise = settings.advertise or _advertised(host, self.gossip.port)
+        scheme = "wss" if ssl_server is not None else "ws"
+        self.advertise = settings.advertise or _advertised(scheme, host, self.gossip.port)
         for address in (checkpoint or {}).get("peer_addresses", []):
             if address not in settings.peers and address != self.advertise:
                 self.gossip.add_peer_address(address)
@@ -201,14 +211,27 @@ class ClientNode:
         # Local API, the uplink, and the heartbeat for systemd.
         self._api_runner, self.api_port = await start_api(self, *settings.api)
         if settings.server:
+            token = read_secret(settings.token_file, "token_file")
+            token_text = token.decode("utf-8", "replace") if token else None
             self.outbox = Outbox(self.state_dir / "outbox")
             self.uplink = Uplink(
-                settings.server, self.outbox, self._on_meta, token=_read_token(settings)
+                settings.server, self.outbox, self._on_meta, token=token_text,
+                ssl_context=ssl_client,
             )
             self.uplink.start()
             if len(self.outbox):
                 client_log.info("%d insight(s) waiting in the outbox", len(self.outbox))
                 self.uplink.wake()
+            if settings.discovery_interval > 0:
+                self.discovery = Discovery(
+                    settings.server,
+                    self.node_id,
+                    self.gossip.add_peer_address,
+                    token=token_text,
+                    interval=settings.discovery_interval,
+                    ssl_context=ssl_client,
+                )
+                self.discovery.start()
         else:
             client_log.warning("no --server given: insights are not uploaded")
         if self.notifier.enabled:
@@ -308,6 +331,7 @@ class ClientNode:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         closers = [
+            self.discovery.close if self.discovery else None,
             self.uplink.close if self.uplink else None,
             self.gossip.close if self.gossip else None,
             self._api_runner.cleanup if self._api_runner else None,
@@ -531,6 +555,7 @@ class ClientNode:
             "gossip_rejected": gossip.get("rejected", 0),
             "gossip_rejected_by_reason": gossip.get("rejected_by_reason", {}),
             "peers": gossip.get("peers", []),
+            "gossip": gossip,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
@@ -577,26 +602,42 @@ async def _relay(stop: asyncio.Event, node: ClientNode) -> None:
     node.request_stop()
 
 
-def _read_token(settings: Settings) -> str | None:
-    if settings.token_file is None:
+def read_secret(path: Path | None, setting: str) -> bytes | None:
+    """The stripped contents of a secret file, or None when none is set."""
+    if path is None:
         return None
     try:
-        token = settings.token_file.read_text(encoding="utf-8").strip()
+        secret = path.read_bytes().strip()
     except OSError as exc:
-        raise ConfigError(
-            f"token_file={str(settings.token_file)!r} cannot be read: {exc.strerror}"
-        ) from None
-    if not token:
-        raise ConfigError(f"token_file={str(settings.token_file)!r} is empty")
-    return token
+        raise ConfigError(f"{setting}={str(path)!r} cannot be read: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{setting}={str(path)!r} is empty")
+    return secret
 
 
-def _advertised(host: str, port: int) -> str:
+def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """Server and client TLS contexts from the settings (None where unused)."""
+    server = None
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    try:
+        if settings.tls_cert is not None:
+            server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server.load_cert_chain(settings.tls_cert, settings.tls_key)
+        client = None
+        if settings.tls_ca is not None:
+            client = ssl.create_default_context(cafile=str(settings.tls_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS files cannot be used: {exc}") from None
+    return server, client
+
+
+def _advertised(scheme: str, host: str, port: int) -> str:
     if host in ("0.0.0.0", "", "::"):
         host = socket.gethostname()
     if ":" in host:
         host = f"[{host}]"
-    return f"ws://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _to_float(value: str | None) -> float:

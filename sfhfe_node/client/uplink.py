@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ class Uplink:
         Seconds allowed for one upload, connection included.
     token
         Bearer token sent with each request, or None.
+    ssl_context
+        TLS context for an ``https://`` coordinator (None: the system's CAs).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class Uplink:
         timeout: float = 10.0,
         token: str | None = None,
         backoff_cap: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.outbox = outbox
@@ -63,6 +67,7 @@ class Uplink:
         self.timeout = timeout
         self.token = token
         self.backoff_cap = backoff_cap
+        self.ssl_context = ssl_context
         self.state = "idle"
         self.acked = 0
         self.duplicates = 0
@@ -111,7 +116,10 @@ class Uplink:
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
+        async with aiohttp.ClientSession(
+            headers=headers, timeout=timeout, connector=connector
+        ) as session:
             while True:
                 await self._deliver_all(session)
                 self._idle.set()
