@@ -53,11 +53,17 @@ from sfhfe_node.gossip.discovery import Discovery
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
 from sfhfe_node.logs import client_log
+from sfhfe_node.security import (
+    client_ssl_context,
+    read_cluster_key,
+    read_token,
+    server_ssl_context,
+)
 from sfhfe_node.stream import Batch, RecordStream, parse_share
 from sfhfe_node.systemd import Notifier
 from sfhfe_node.wire.insight import INSIGHT_SCHEMA, validate_insight
 
-__all__ = ["ClientNode", "read_secret", "run_client", "tls_contexts"]
+__all__ = ["ClientNode", "run_client", "tls_contexts"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -191,7 +197,11 @@ class ClientNode:
             listen=(host, port),
             advertise=settings.advertise,
             peers=list(settings.peers),
-            cluster_key=read_secret(settings.cluster_key_file, "cluster_key_file"),
+            cluster_key=(
+                read_cluster_key(settings.cluster_key_file)
+                if settings.cluster_key_file
+                else None
+            ),
             ssl_server=ssl_server,
             ssl_client=ssl_client,
             k=settings.gossip_k,
@@ -211,11 +221,10 @@ class ClientNode:
         # Local API, the uplink, and the heartbeat for systemd.
         self._api_runner, self.api_port = await start_api(self, *settings.api)
         if settings.server:
-            token = read_secret(settings.token_file, "token_file")
-            token_text = token.decode("utf-8", "replace") if token else None
+            token = read_token(settings.token_file) if settings.token_file else None
             self.outbox = Outbox(self.state_dir / "outbox")
             self.uplink = Uplink(
-                settings.server, self.outbox, self._on_meta, token=token_text,
+                settings.server, self.outbox, self._on_meta, token=token,
                 ssl_context=ssl_client,
             )
             self.uplink.start()
@@ -227,7 +236,7 @@ class ClientNode:
                     settings.server,
                     self.node_id,
                     self.gossip.add_peer_address,
-                    token=token_text,
+                    token=token,
                     interval=settings.discovery_interval,
                     ssl_context=ssl_client,
                 )
@@ -602,34 +611,14 @@ async def _relay(stop: asyncio.Event, node: ClientNode) -> None:
     node.request_stop()
 
 
-def read_secret(path: Path | None, setting: str) -> bytes | None:
-    """The stripped contents of a secret file, or None when none is set."""
-    if path is None:
-        return None
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"{setting}={str(path)!r} cannot be read: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"{setting}={str(path)!r} is empty")
-    return secret
-
-
 def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
     """Server and client TLS contexts from the settings (None where unused)."""
-    server = None
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("tls_cert and tls_key must be given together")
-    try:
-        if settings.tls_cert is not None:
-            server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            server.load_cert_chain(settings.tls_cert, settings.tls_key)
-        client = None
-        if settings.tls_ca is not None:
-            client = ssl.create_default_context(cafile=str(settings.tls_ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS files cannot be used: {exc}") from None
-    return server, client
+    server = None
+    if settings.tls_cert is not None:
+        server = server_ssl_context(settings.tls_cert, settings.tls_key)
+    return server, client_ssl_context(settings.tls_ca)
 
 
 def _advertised(scheme: str, host: str, port: int) -> str:

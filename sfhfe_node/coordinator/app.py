@@ -3,12 +3,19 @@
 Endpoints::
 
     POST /v1/insights        one insight, JSON or msgpack; replies with the meta
+                             (rates spread for the sender, see MetaLearner.for_node)
     GET  /v1/meta            current meta-parameters, with an ETag
     GET  /v1/peers?node=ID&k=N   known nodes most similar to ID first
     GET  /v1/nodes           every node with its last window's loss and accuracy
     GET  /healthz            the process answers
     GET  /readyz             the store is open
     GET  /metrics            Prometheus text format
+
+With a token file configured, every ``/v1/`` endpoint needs the header
+``Authorization: Bearer <token>``; a missing or wrong token gets 401 and is
+counted in ``sfhfe_auth_failures_total``. ``/healthz``, ``/readyz`` and
+``/metrics`` stay open for probes and scrapers (they carry no node data).
+With a certificate and a key the coordinator speaks HTTPS only.
 
 Every rejection is a JSON body ``{"error": reason, "detail": message}`` with
 a 4xx status; an unexpected failure is a 500 with the same shape and a logged
@@ -18,6 +25,7 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,12 +41,14 @@ from sfhfe_node.coordinator.service import Coordinator
 from sfhfe_node.coordinator.store import DURABILITY
 from sfhfe_node.errors import ConfigError, InsightError, InvalidStateError, StoreError
 from sfhfe_node.logs import coordinator_log
+from sfhfe_node.security import read_token, server_ssl_context
 from sfhfe_node.wire.insight import decode_body, validate_insight
 
 __all__ = [
     "CoordinatorConfig",
     "CONFIG_KEY",
     "COORDINATOR_KEY",
+    "TOKEN_KEY",
     "make_app",
     "run_coordinator",
 ]
@@ -47,6 +57,7 @@ JSON_TYPE = "application/json"
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack")
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 @dataclass
@@ -70,14 +81,32 @@ class CoordinatorConfig:
             of peer lists and of the active count (default 300.0).
         peers_default_k, peers_max_k: peers returned when ``k`` is absent
             (default 8), and the largest ``k`` allowed (default 256).
-        meta_min_samples, meta_max_interval, meta_drift_share,
-        meta_accuracy_drop, meta_loss_rise, meta_top_quantile, lr_floor,
+        meta_min_samples, meta_max_interval, meta_min_interval,
+        meta_drift_share, meta_accuracy_drop, meta_loss_rise,
+        meta_top_quantile, meta_explore, meta_temperature, lr_floor,
         lr_ceiling, meta_seed: the :class:`MetaLearner` settings
-            ``min_samples``, ``max_interval``, ``drift_share``,
+            ``min_samples``, ``max_interval``, ``min_interval``,
+            ``drift_share``,
             ``accuracy_drop``, ``loss_rise``, ``top_quantile``,
-            ``lr_floor``, ``lr_ceiling`` and ``seed``.
+            ``explore``, ``temperature``, ``lr_floor``, ``lr_ceiling`` and
+            ``seed``.
         shutdown_timeout: seconds in-flight requests get to finish on
-            shutdown before they are cut (default 10.0).
+            shutdown before they are cut, and then again the seconds the
+            queued uploads get to commit before the store closes (default
+            10.0); a stop therefore ends within about twice this.
+        token_file: file holding the bearer token every ``/v1/`` request
+            must carry (16-4096 printable characters, surrounding whitespace
+            ignored); ``None`` (default) leaves the endpoints open.
+        tls_cert, tls_key: PEM certificate chain and private key; with both
+            the coordinator serves HTTPS (TLS 1.2 or later); ``None``
+            (default) serves plain HTTP. Giving one without the other is an
+            error.
+        retention_days: insights older than this many days are deleted
+            (default 30.0; 0 keeps them all).
+        retention_rows: most insights kept in all (default 1,000,000; 0
+            means no limit). Each node's latest insight is always kept.
+        prune_interval: seconds between retention passes (default 60.0).
+        max_batch: most uploads committed in one transaction (default 512).
     """
 
     host: str = "127.0.0.1"
@@ -92,19 +121,39 @@ class CoordinatorConfig:
     peers_max_k: int = 256
     meta_min_samples: int = 20
     meta_max_interval: float = 300.0
+    meta_min_interval: float = 1.0
     meta_drift_share: float = 0.3
     meta_accuracy_drop: float = 0.1
     meta_loss_rise: float = 0.25
     meta_top_quantile: float = 0.25
+    meta_explore: tuple[float, ...] = (0.8, 1.0, 1.25)
+    meta_temperature: float = 0.3
     lr_floor: float = 1e-5
     lr_ceiling: float = 1.0
     meta_seed: int = 0
     shutdown_timeout: float = 10.0
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    retention_days: float = 30.0
+    retention_rows: int = 1_000_000
+    prune_interval: float = 60.0
+    max_batch: int = 512
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
-        if self.db_path is not None:
-            self.db_path = Path(self.db_path)
+        for name in ("db_path", "token_file", "tls_cert", "tls_key"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if self.retention_days < 0 or self.retention_rows < 0:
+            raise ConfigError(
+                f"retention_days and retention_rows must be >= 0, got "
+                f"{self.retention_days} and {self.retention_rows}"
+            )
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is outside 0..65535")
         if self.max_body_bytes < 1024:
@@ -114,7 +163,12 @@ class CoordinatorConfig:
                 f"durability {self.durability!r} is not one of "
                 f"{', '.join(DURABILITY)}"
             )
-        positive = ("busy_timeout", "peer_stale_seconds", "shutdown_timeout")
+        positive = (
+            "busy_timeout",
+            "peer_stale_seconds",
+            "shutdown_timeout",
+            "prune_interval",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -133,15 +187,23 @@ class CoordinatorConfig:
         """The SQLite file in use."""
         return self.db_path or self.state_dir / "coordinator.sqlite3"
 
+    @property
+    def retention_seconds(self) -> float | None:
+        """The age limit of insights in seconds, ``None`` for none."""
+        return self.retention_days * 86400.0 if self.retention_days else None
+
     def meta_learner(self) -> MetaLearner:
         """A fresh meta learner with these settings."""
         return MetaLearner(
             min_samples=self.meta_min_samples,
             max_interval=self.meta_max_interval,
+            min_interval=self.meta_min_interval,
             drift_share=self.meta_drift_share,
             accuracy_drop=self.meta_accuracy_drop,
             loss_rise=self.meta_loss_rise,
             top_quantile=self.meta_top_quantile,
+            explore=tuple(self.meta_explore),
+            temperature=self.meta_temperature,
             lr_floor=self.lr_floor,
             lr_ceiling=self.lr_ceiling,
             seed=self.meta_seed,
@@ -150,6 +212,7 @@ class CoordinatorConfig:
 
 CONFIG_KEY = web.AppKey("sfhfe_config", CoordinatorConfig)
 COORDINATOR_KEY = web.AppKey("sfhfe_coordinator", Coordinator)
+TOKEN_KEY = web.AppKey("sfhfe_token", bytes)
 
 
 class _Rejected(Exception):
@@ -163,16 +226,27 @@ class _Rejected(Exception):
 
 
 def make_app(config: CoordinatorConfig) -> web.Application:
-    """Build the coordinator application; the store opens at start-up."""
+    """Build the coordinator application; the store opens at start-up.
+
+    Reads the token file now, so a bad one raises :class:`ConfigError`
+    before anything listens.
+    """
     app = web.Application(
-        client_max_size=config.max_body_bytes, middlewares=[_error_middleware]
+        client_max_size=config.max_body_bytes,
+        middlewares=[_error_middleware, _auth_middleware],
     )
     app[CONFIG_KEY] = config
+    if config.token_file is not None:
+        app[TOKEN_KEY] = read_token(config.token_file).encode()
     app[COORDINATOR_KEY] = Coordinator(
         config.database,
         config.meta_learner(),
         durability=config.durability,
         busy_timeout=config.busy_timeout,
+        max_batch=config.max_batch,
+        retention_seconds=config.retention_seconds,
+        retention_rows=config.retention_rows or None,
+        prune_interval=config.prune_interval,
     )
     app.cleanup_ctx.append(_coordinator_context)
     app.router.add_post("/v1/insights", post_insight)
@@ -194,8 +268,12 @@ async def run_coordinator(
 
     ``ready`` is called with the bound port once the store is open and the
     socket listens. Shutdown stops accepting connections, gives in-flight
-    requests ``config.shutdown_timeout`` seconds, then closes the store.
+    requests ``config.shutdown_timeout`` seconds, commits the uploads still
+    queued (within the same time again), then closes the store.
     """
+    context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        context = server_ssl_context(config.tls_cert, config.tls_key)
     app = make_app(config)
     runner = web.AppRunner(
         app,
@@ -205,10 +283,15 @@ async def run_coordinator(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        # A deep accept queue, so that hundreds of clients connecting at
+        # once are not left to the kernel's SYN retries.
+        site = web.TCPSite(
+            runner, config.host, config.port, ssl_context=context, backlog=1024
+        )
         await site.start()
         port = int(runner.addresses[0][1])
-        coordinator_log.info("listening on %s:%d", config.host, port)
+        scheme = "https" if context is not None else "http"
+        coordinator_log.info("listening on %s:%d (%s)", config.host, port, scheme)
         if ready is not None:
             ready(port)
         await stop.wait()
@@ -222,7 +305,7 @@ async def _coordinator_context(app: web.Application) -> AsyncIterator[None]:
     coordinator = app[COORDINATOR_KEY]
     await coordinator.start()
     yield
-    await coordinator.close()
+    await coordinator.close(app[CONFIG_KEY].shutdown_timeout)
 
 
 # Middleware: every failure becomes a JSON reply.
@@ -258,6 +341,30 @@ async def _error_middleware(
         return _error(500, "internal", "unexpected server error")
 
 
+@web.middleware
+async def _auth_middleware(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    expected = request.app.get(TOKEN_KEY)
+    if expected is None or request.path in _OPEN_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization")
+    if header is None:
+        reason, detail = "missing", "an Authorization: Bearer token is required"
+    else:
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), expected
+        ):
+            return await handler(request)
+        reason, detail = "wrong", "the bearer token is not valid"
+    request.app[COORDINATOR_KEY].metrics.deny(reason)
+    response = _error(401, "unauthorized", detail)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="sfhfe"'
+    return response
+
+
 def _error(status: int, reason: str, detail: str) -> web.Response:
     return web.json_response({"error": reason, "detail": detail}, status=status)
 
@@ -275,7 +382,8 @@ async def post_insight(request: web.Request) -> web.StreamResponse:
         coordinator.metrics.reject(exc.reason)
         raise
     added = await coordinator.submit(insight)
-    reply = {"ok": True, "duplicate": not added, "meta": coordinator.meta.to_document()}
+    meta = coordinator.learner.for_node(coordinator.meta, insight["node_id"])
+    reply = {"ok": True, "duplicate": not added, "meta": meta.to_document()}
     if kind in MSGPACK_TYPES:
         return web.Response(body=msgpack.packb(reply), content_type=kind)
     return web.json_response(reply)
@@ -400,7 +508,9 @@ async def get_metrics(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG_KEY]
     coordinator = request.app[COORDINATOR_KEY]
     known, active = await coordinator.node_counts(config.peer_stale_seconds)
-    text = coordinator.metrics.render(coordinator.meta.version, known, active)
+    text = coordinator.metrics.render(
+        coordinator.meta.version, known, active, coordinator.queued
+    )
     return web.Response(
         body=text.encode(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -9,18 +9,39 @@ Learning rates follow a population-based rule, after Jaderberg et al. (2017),
 "Population Based Training of Neural Networks": for each expert, every node's
 latest report gives a pair (lr, improvement) with
 ``improvement = (loss_start - loss_end) / max(loss_start, eps)``. Nodes are
-ranked by improvement; the new rate is the geometric mean of the rates used by
-the top quantile ("exploit"), multiplied by a factor drawn from ``explore``
-("explore", seeded by the version number so that it replays identically),
-then clipped to ``[lr_floor, lr_ceiling]``.
+ranked by improvement; the population rate is the geometric mean of the rates
+used by the top quantile ("exploit"), clipped to ``[lr_floor, lr_ceiling]``.
+That is what ``GET /v1/meta`` serves. Each node's upload reply carries the
+population rates multiplied, per expert, by a factor drawn from ``explore``
+and seeded by the seed, the version, the node and the expert
+(:meth:`MetaLearner.for_node`): the members of the population try rates
+around the best one, as PBT's "explore" step does, and their next reports say
+which of those rates worked, which the next "exploit" step picks up. Without
+that spread every node would run the same rate and the ranking would have
+nothing to choose from.
 
-Router priors measure each expert's usefulness across the population: the
-usage-weighted mean of its ``loss_end`` over nodes gives a population loss
-``L``; the priors are ``softmax(-L / temperature)`` divided by their maximum,
-so the most useful expert gets 1.0 and the others a share in [0, 1].
+Router priors measure each expert's usefulness across the population: each
+node's ``loss_end`` and ``usage`` of an expert are averaged over its reports
+(exponential moving average, weight ``smoothing``), and the usage-weighted
+mean over nodes gives a population loss ``L``; the priors are
+``softmax(-L / (temperature * mean(L)))`` divided by their maximum, so the
+most useful expert gets 1.0 and the others a share in [0, 1]. The temperature
+is relative to the mean loss, so one setting separates experts alike
+whatever scale the task's loss has.
 
-A new version is made only when a trigger fires and at least one new insight
-arrived since the previous version: ``min_samples`` new insights, or
+Limitation, measured by ``scripts/bench_meta.py`` (four Elec2 shares, meta
+applied against ignored): the meta-parameters moved the mean prequential
+accuracy by -0.16 to +0.52 points across the variants and runs tried, of the
+order of the run-to-run spread, and neither the rates alone nor the priors
+alone gained anything; see ``docs/coordinator.md``. A temperature of 1.0 in
+absolute loss units, tried first, gave priors between 0.65 and 1.0 and no
+effect at all; the relative temperature and the smoothing of each node's
+losses came from that measurement.
+
+A new version is made only when a trigger fires, at least one new insight
+arrived since the previous version and at least ``min_interval`` seconds
+passed since it (so hundreds of clients cannot make a version per upload):
+``min_samples`` new insights, or
 ``max_interval`` seconds, or a share of nodes reporting ``drift.active``, or a
 drop of the population's mean window accuracy (or a rise of its mean window
 loss) since the previous version.
@@ -39,8 +60,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +129,9 @@ class MetaLearner:
             reacts faster; higher averages over more reports.
         max_interval: seconds after which any new insight triggers a version
             (default 300.0), so a small federation still gets updates.
+        min_interval: fewest seconds between two versions made by this
+            learner (default 1.0; 0 disables). Higher saves store writes
+            under heavy load; the triggers wait, they are not lost.
         drift_share: share of nodes whose latest report has ``drift.active``
             that triggers a version (default 0.3). It fires once when the
             share crosses the threshold and re-arms when it falls below.
@@ -120,12 +144,18 @@ class MetaLearner:
         top_quantile: share of nodes, ranked by improvement, whose rates are
             exploited (default 0.25, at least one node). Lower follows the
             best nodes more closely; higher is more robust to noise.
-        explore: factors a new rate is multiplied by, one drawn per expert
-            (default (0.8, 1.25)). Wider explores more at the cost of noise.
+        explore: factors a node's rate is multiplied by, one drawn per node,
+            expert and version (default (0.8, 1.0, 1.25)). Wider explores
+            more at the cost of noise; ``(1.0,)`` turns exploration off.
         lr_floor, lr_ceiling: bounds of every rate (default 1e-5 and 1.0;
             the wire format allows (0, 10]).
-        temperature: softmax temperature of the priors, in loss units
-            (default 1.0). Lower separates experts more sharply.
+        temperature: softmax temperature of the priors, as a share of the
+            mean expert loss (default 0.3). Lower separates experts more
+            sharply and trusts the population's ranking more.
+        smoothing: weight of a node's newest report in its running averages
+            of each expert's loss and usage, which the priors are built from
+            (default 0.2; 1.0 uses the latest window alone). Lower is
+            steadier and slower to follow a change.
         eps: guard of the improvement's denominator (default 1e-12).
         max_nodes: nodes whose latest report is kept (default 10000); the
             node heard from least recently is forgotten first.
@@ -137,15 +167,17 @@ class MetaLearner:
         *,
         min_samples: int = 20,
         max_interval: float = 300.0,
+        min_interval: float = 1.0,
         drift_share: float = 0.3,
         min_drift_nodes: int = 2,
         accuracy_drop: float = 0.1,
         loss_rise: float = 0.25,
         top_quantile: float = 0.25,
-        explore: tuple[float, ...] = (0.8, 1.25),
+        explore: tuple[float, ...] = (0.8, 1.0, 1.25),
         lr_floor: float = 1e-5,
         lr_ceiling: float = 1.0,
-        temperature: float = 1.0,
+        temperature: float = 0.3,
+        smoothing: float = 0.2,
         eps: float = 1e-12,
         max_nodes: int = 10_000,
         seed: int = 0,
@@ -154,6 +186,10 @@ class MetaLearner:
             raise ValueError(f"min_samples must be >= 1, got {min_samples}")
         if max_interval <= 0:
             raise ValueError(f"max_interval must be > 0, got {max_interval}")
+        if not 0 <= min_interval <= max_interval:
+            raise ValueError(
+                f"need 0 <= min_interval <= max_interval, got {min_interval}"
+            )
         if not 0 < drift_share <= 1:
             raise ValueError(f"drift_share must be in (0, 1], got {drift_share}")
         if not 0 < top_quantile <= 1:
@@ -164,6 +200,8 @@ class MetaLearner:
             raise ValueError(
                 f"need 0 < lr_floor <= lr_ceiling <= 10, got {lr_floor}, {lr_ceiling}"
             )
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         if temperature <= 0 or eps <= 0 or max_nodes < 1:
             raise ValueError(
                 "temperature, eps and max_nodes must be positive, got "
@@ -171,6 +209,7 @@ class MetaLearner:
             )
         self.min_samples = min_samples
         self.max_interval = max_interval
+        self.min_interval = min_interval
         self.drift_share = drift_share
         self.min_drift_nodes = min_drift_nodes
         self.accuracy_drop = accuracy_drop
@@ -180,6 +219,7 @@ class MetaLearner:
         self.lr_floor = lr_floor
         self.lr_ceiling = lr_ceiling
         self.temperature = temperature
+        self.smoothing = smoothing
         self.eps = eps
         self.max_nodes = max_nodes
         self.seed = seed
@@ -187,6 +227,7 @@ class MetaLearner:
         self._reports: dict[str, _Report] = {}
         self._pending = 0
         self._last_time: float | None = None
+        self._last_version: float | None = None
         self._drift_armed = True
         self._baseline_loss: float | None = None
         self._baseline_accuracy: float | None = None
@@ -223,6 +264,10 @@ class MetaLearner:
         """
         if self._last_time is None:
             self._last_time = now
+        if self._last_version is not None and now - self._last_version < (
+            self.min_interval
+        ):
+            return None
         trigger = self._trigger(now)
         if trigger is None:
             return None
@@ -231,6 +276,7 @@ class MetaLearner:
             return None
         self._current = params
         self.last_trigger = trigger
+        self._last_version = now
         self._mark(now)
         return params
 
@@ -243,9 +289,24 @@ class MetaLearner:
         table = self._expert_table()
         if not table:
             return None
-        rng = random.Random(f"{self.seed}:{version}")
-        rates = {name: self._rate(rows, rng) for name, rows in table.items()}
+        rates = {name: self._rate(rows) for name, rows in table.items()}
         return MetaParams(version, rates, self._priors(table))
+
+    def for_node(self, params: MetaParams, node_id: str) -> MetaParams:
+        """``params`` with the rates spread around for one node (explore).
+
+        Deterministic: the same seed, version, node and expert always give
+        the same factor. Priors and version are unchanged.
+        """
+        if len(self.explore) == 1 and self.explore[0] == 1.0:
+            return params
+        rates = {}
+        for name, rate in params.learning_rates.items():
+            key = f"{self.seed}:{params.version}:{node_id}:{name}".encode()
+            digest = hashlib.blake2b(key, digest_size=8).digest()
+            factor = self.explore[int.from_bytes(digest, "big") % len(self.explore)]
+            rates[name] = min(max(rate * factor, self.lr_floor), self.lr_ceiling)
+        return MetaParams(params.version, rates, params.router_priors)
 
     def resume(
         self, params: MetaParams, insights: Iterable[Mapping[str, Any]] = ()
@@ -316,17 +377,24 @@ class MetaLearner:
         held = self._reports.get(node_id)
         if held is not None and held.seq > insight["seq"]:
             return
-        experts = {
-            name: _Expert(
+        before = held.experts if held is not None else {}
+        experts = {}
+        for name, stats in insight["experts"].items():
+            if stats["samples"] <= 0:
+                continue
+            loss, usage = stats["loss_end"], stats["usage"]
+            if name in before:
+                # Priors follow each node's long-run losses, not one window.
+                keep = 1.0 - self.smoothing
+                loss = keep * before[name].loss_end + self.smoothing * loss
+                usage = keep * before[name].usage + self.smoothing * usage
+            experts[name] = _Expert(
                 lr=stats["lr"],
                 improvement=(stats["loss_start"] - stats["loss_end"])
                 / max(stats["loss_start"], self.eps),
-                loss_end=stats["loss_end"],
-                usage=stats["usage"],
+                loss_end=loss,
+                usage=usage,
             )
-            for name, stats in insight["experts"].items()
-            if stats["samples"] > 0
-        }
         window = insight["window"]
         self._reports.pop(node_id, None)
         self._reports[node_id] = _Report(
@@ -349,22 +417,22 @@ class MetaLearner:
         names = sorted(table, key=lambda name: (-len(table[name]), name))
         return {name: table[name] for name in sorted(names[:MAX_EXPERTS])}
 
-    def _rate(self, rows: list[_Expert], rng: random.Random) -> float:
+    def _rate(self, rows: list[_Expert]) -> float:
         ranked = sorted(rows, key=lambda row: row.improvement, reverse=True)
         top = ranked[: max(1, math.ceil(self.top_quantile * len(ranked)))]
         base = math.exp(sum(math.log(row.lr) for row in top) / len(top))
-        rate = base * rng.choice(self.explore)
-        return min(max(rate, self.lr_floor), self.lr_ceiling)
+        return min(max(base, self.lr_floor), self.lr_ceiling)
 
     def _priors(self, table: dict[str, list[_Expert]]) -> dict[str, float]:
-        scores = {}
+        losses = {}
         for name, rows in table.items():
             weight = sum(row.usage for row in rows)
             if weight > 0:
-                loss = sum(row.usage * row.loss_end for row in rows) / weight
+                losses[name] = sum(row.usage * row.loss_end for row in rows) / weight
             else:
-                loss = sum(row.loss_end for row in rows) / len(rows)
-            scores[name] = -loss / self.temperature
+                losses[name] = sum(row.loss_end for row in rows) / len(rows)
+        scale = self.temperature * max(sum(losses.values()) / len(losses), self.eps)
+        scores = {name: -loss / scale for name, loss in losses.items()}
         top = max(scores.values())
         # Dividing the softmax by its maximum is exp(score - top).
         return {name: math.exp(score - top) for name, score in scores.items()}

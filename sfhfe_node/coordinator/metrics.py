@@ -14,10 +14,10 @@ _QUANTILES = (0.5, 0.9, 0.99)
 
 
 class LatencySummary:
-    """Count, sum and quantiles of durations in seconds.
+    """Count, sum and quantiles of observed values (durations in seconds).
 
     Parameters:
-        window: how many recent durations the quantiles are computed from
+        window: how many recent values the quantiles are computed from
             (default 1024). Larger is steadier and costs more memory and
             sorting time per scrape; count and sum cover every duration.
     """
@@ -30,11 +30,11 @@ class LatencySummary:
         self.total = 0.0
         self._recent: deque[float] = deque(maxlen=window)
 
-    def observe(self, seconds: float) -> None:
-        """Record one duration."""
+    def observe(self, value: float) -> None:
+        """Record one value."""
         self.count += 1
-        self.total += seconds
-        self._recent.append(seconds)
+        self.total += value
+        self._recent.append(value)
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile of the recent durations, ``None`` before any."""
@@ -45,23 +45,40 @@ class LatencySummary:
 
 
 class CoordinatorMetrics:
-    """Counters of insight uploads, meta updates and store writes."""
+    """Counters of insight uploads, meta updates, store writes and auth.
+
+    ``store_write`` times each group commit (one transaction, one fsync);
+    ``batch_size`` counts the uploads each commit carried.
+    """
 
     def __init__(self) -> None:
         self.received = 0
         self.stored = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
+        self.auth_failures: Counter[str] = Counter()
         self.meta_updates = 0
         self.meta_save_failures = 0
         self.internal_errors = 0
+        self.pruned = 0
         self.store_write = LatencySummary()
+        self.batch_size = LatencySummary()
 
     def reject(self, reason: str) -> None:
         """Count one upload rejected for ``reason``."""
         self.rejected[reason] += 1
 
-    def render(self, meta_version: int, nodes_known: int, nodes_active: int) -> str:
+    def deny(self, reason: str) -> None:
+        """Count one request refused for a ``missing`` or ``wrong`` token."""
+        self.auth_failures[reason] += 1
+
+    def render(
+        self,
+        meta_version: int,
+        nodes_known: int,
+        nodes_active: int,
+        queued: int = 0,
+    ) -> str:
         """The Prometheus text exposition of every metric."""
         simple = [
             ("insights_received_total", "counter", "Insight uploads received.",
@@ -81,6 +98,10 @@ class CoordinatorMetrics:
              nodes_active),
             ("http_internal_errors_total", "counter",
              "Requests that failed with an unexpected error.", self.internal_errors),
+            ("insights_pruned_total", "counter",
+             "Insights deleted by the retention limits.", self.pruned),
+            ("store_queue_depth", "gauge", "Uploads waiting for the next commit.",
+             queued),
         ]
         lines: list[str] = []
         for name, kind, text, value in simple:
@@ -92,13 +113,26 @@ class CoordinatorMetrics:
         for reason, count in sorted(self.rejected.items()):
             lines.append(f'{name}{{reason="{_label(reason)}"}} {count}')
 
-        name = "sfhfe_store_write_seconds"
-        latency = self.store_write
-        lines += _header(name, "summary", "Time to commit one insight to the store.")
-        for q in _QUANTILES:
-            lines.append(f'{name}{{quantile="{q}"}} {_number(latency.quantile(q))}')
-        lines.append(f"{name}_sum {_number(latency.total)}")
-        lines.append(f"{name}_count {latency.count}")
+        name = "sfhfe_auth_failures_total"
+        text = "Requests refused for a missing or wrong token."
+        lines += _header(name, "counter", text)
+        for reason, count in sorted(self.auth_failures.items()):
+            lines.append(f'{name}{{reason="{_label(reason)}"}} {count}')
+
+        summaries = [
+            ("store_write_seconds", "Time to commit one batch of insights.",
+             self.store_write),
+            ("store_batch_size", "Insights committed per transaction.",
+             self.batch_size),
+        ]
+        for short, text, summary in summaries:
+            name = "sfhfe_" + short
+            lines += _header(name, "summary", text)
+            for q in _QUANTILES:
+                value = _number(summary.quantile(q))
+                lines.append(f'{name}{{quantile="{q}"}} {value}')
+            lines.append(f"{name}_sum {_number(summary.total)}")
+            lines.append(f"{name}_count {summary.count}")
         return "\n".join(lines) + "\n"
 
 

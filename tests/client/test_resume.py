@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import TIMEOUT, free_port
 from tests.processes import coordinator_process, elec2_head
 
-RECORDS = 6000
+RECORDS = 10_000
 
 
 def client_args(state: Path, stream: Path, server: str, *extra: str) -> list[str]:
@@ -74,10 +74,10 @@ def test_kill_nine_at_random_moments(
     kills = 0
     while kills < 10:
         process = subprocess.Popen(
-            client_args(state, elec2_part, url, "--rate", "2500"),
+            client_args(state, elec2_part, url, "--rate", "400"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(1.0, 3.0))
+        time.sleep(rng.uniform(0.5, 2.5))
         if process.poll() is not None:
             break
         process.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,9 @@ TEXT = {"Content-Type": "text/plain"}
 @pytest.fixture
 def config(tmp_path: Path) -> CoordinatorConfig:
     """A coordinator on a free port with its database under tmp_path."""
-    return CoordinatorConfig(port=0, state_dir=tmp_path, meta_min_samples=1)
+    return CoordinatorConfig(
+        port=0, state_dir=tmp_path, meta_min_samples=1, meta_min_interval=0.0
+    )
 
 
 @pytest.fixture
@@ -319,7 +322,7 @@ async def test_run_reports_the_bound_port_and_logs(config, client, caplog) -> No
     async with running(config) as url:
         port = int(url.rsplit(":", 1)[1])
         assert port > 0
-    assert f"listening on 127.0.0.1:{port}" in caplog.messages
+    assert f"listening on 127.0.0.1:{port} (http)" in caplog.messages
 
 
 async def test_stop_closes_the_store(config, client) -> None:
@@ -352,3 +355,42 @@ async def test_locked_store_answers_503_and_retry_succeeds(tmp_path, client) -> 
             other.execute("ROLLBACK")
         status, reply = await post_json(client, url, make_insight())
     assert (status, reply["duplicate"]) == (200, False)
+
+
+def _mutations(count: int, seed: int) -> list[bytes]:
+    """Random corruptions of a valid insight: swapped types, cut or flipped bytes."""
+    rng = random.Random(seed)
+    odd_values: list[Any] = [
+        None, True, -1, 2**63, 1e308, "x" * 300, [], {}, [[[]]], b"\x00", {"a": 1},
+    ]
+    bodies = []
+    for _ in range(count):
+        insight = make_insight(seq=rng.randrange(1000))
+        target = insight if rng.random() < 0.5 else rng.choice(
+            [insight["window"], insight["drift"], insight["experts"]["linear"]]
+        )
+        target[rng.choice(list(target))] = rng.choice(odd_values)
+        body = bytearray(msgpack.packb(insight))
+        if rng.random() < 0.3:
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            del body[rng.randrange(len(body)) :]
+        bodies.append(bytes(body))
+    return bodies
+
+
+async def test_fuzzed_insights_never_cause_a_server_error(config, client) -> None:
+    """Hundreds of corrupted uploads each get 200 or a 4xx, never a 5xx."""
+    statuses = []
+    async with running(config) as url:
+        for body in _mutations(300, seed=11):
+            async with client.post(
+                url + "/v1/insights", data=body, headers=MSGPACK
+            ) as reply:
+                statuses.append(reply.status)
+                await reply.read()
+        async with client.get(url + "/metrics") as reply:
+            text = await reply.text()
+    assert all(status == 200 or 400 <= status < 500 for status in statuses)
+    assert statuses.count(200) < len(statuses)
+    assert "sfhfe_http_internal_errors_total 0" in text.splitlines()

@@ -125,3 +125,59 @@ def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError):
         Store(path)
+
+
+def test_batch_stores_each_new_insight_once(store: Store) -> None:
+    """A batch with a repeated (node_id, seq) stores it once and flags it."""
+    batch = [make_insight(seq=0), make_insight(seq=1), make_insight(seq=0)]
+    assert store.add_insights(batch) == [True, True, False]
+    assert store.count_insights() == 2
+
+
+def test_failed_batch_stores_nothing(store: Store) -> None:
+    """A batch whose write fails leaves none of its insights behind."""
+    bad = make_insight(seq=1, drift={"active": True})
+    with pytest.raises(KeyError):
+        store.add_insights([make_insight(seq=0), bad])
+    assert store.count_insights() == 0
+
+
+def test_prune_by_age_keeps_each_node_latest(store: Store) -> None:
+    """Age retention deletes old insights but not a node's latest one."""
+    store.add_insight(make_insight(node_id="a", seq=0), received=10.0)
+    store.add_insight(make_insight(node_id="a", seq=1), received=20.0)
+    store.add_insight(make_insight(node_id="b", seq=0), received=30.0)
+    store.add_insight(make_insight(node_id="a", seq=2), received=100.0)
+    assert store.prune(older_than=50.0, max_rows=None) == 2
+    remaining = {(i["node_id"], i["seq"]) for i in store.insights()}
+    assert remaining == {("a", 2), ("b", 0)}
+
+
+def test_prune_by_rows_removes_the_oldest(store: Store) -> None:
+    """Row retention keeps the newest max_rows insights, in small chunks."""
+    store.add_insights([make_insight(seq=seq) for seq in range(10)])
+    assert store.prune(older_than=None, max_rows=4, chunk=2) == 6
+    assert [i["seq"] for i in store.insights()] == [6, 7, 8, 9]
+
+
+def test_prune_stops_after_max_chunks(store: Store) -> None:
+    """max_chunks bounds the rows one prune call deletes."""
+    store.add_insights([make_insight(seq=seq) for seq in range(10)])
+    assert store.prune(None, 0, chunk=3, max_chunks=1) == 3
+
+
+def test_old_schema_is_migrated_on_open(tmp_path: Path) -> None:
+    """A version 1 file gains the retention indexes when opened."""
+    path = tmp_path / "s.sqlite3"
+    Store(path).close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP INDEX insights_received")
+        db.execute("DROP INDEX drift_events_received")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    store.close()
+    with closing(sqlite3.connect(path)) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "insights_received" in names
