@@ -12,7 +12,13 @@ from pathlib import Path
 
 from sfhfe_node.errors import ConfigError
 
-__all__ = ["client_ssl_context", "read_cluster_key", "read_token", "server_ssl_context"]
+__all__ = [
+    "client_ssl_context",
+    "read_cluster_key",
+    "read_token",
+    "server_ssl_context",
+    "tls_contexts",
+]
 
 _TOKEN = re.compile(r"[\x21-\x7e]{16,4096}")
 MIN_CLUSTER_KEY = 16
@@ -77,3 +83,13 @@ def read_cluster_key(path: Path) -> bytes:
             f"(found {len(key)})"
         )
     return key
+
+
+def tls_contexts(
+    cert: Path | None, key: Path | None, ca_file: Path | None
+) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """Server and client contexts from the TLS settings (None where unused)."""
+    if (cert is None) != (key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    server = server_ssl_context(cert, key) if cert is not None and key is not None else None
+    return server, client_ssl_context(ca_file)

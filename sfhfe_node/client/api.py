@@ -132,7 +132,7 @@ def _shown(node: ClientNode, prediction: Any, count: int) -> list[dict[str, Any]
     for row in range(count):
         entry: dict[str, Any] = {"anomaly": float(prediction.anomaly[row])}
         if node.task == "classification":
-            entry["prediction"] = node.labels.decode(int(prediction.labels[row]))
+            entry["prediction"] = node.session.labels.decode(int(prediction.labels[row]))
         elif node.task == "regression":
             entry["prediction"] = float(prediction.values[row])
         rows.append(entry)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from sfhfe_node.client.files import write_atomic
 from sfhfe_node.logs import client_log
 
 __all__ = ["CheckpointStore", "CHECKPOINT_NAME"]
@@ -47,20 +48,9 @@ class CheckpointStore:
         torch.save(state, buffer)
         payload = buffer.getvalue()
         header = _HEADER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload))
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
-            file.write(header)
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
         if self.path.exists():
             os.replace(self.path, self.previous)
-        os.replace(temporary, self.path)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self.path, header + payload)
         return len(header) + len(payload)
 
     def load(self) -> dict[str, Any] | None:

@@ -24,9 +24,6 @@ sequence, so that a crash at any moment loses no record and repeats none.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import os
 import socket
 import ssl
 import time
@@ -36,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import numpy as np
 import torch
 from aiohttp import web
 
@@ -45,7 +41,8 @@ from sfhfe_node.client.checkpoint import CheckpointStore
 from sfhfe_node.client.host import LearnerHost
 from sfhfe_node.client.outbox import Outbox
 from sfhfe_node.client.predictions import PredictionWriter
-from sfhfe_node.client.progress import Scoreboard
+from sfhfe_node.client.session import LearningSession
+from sfhfe_node.client.files import write_atomic, write_json
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
 from sfhfe_node.errors import ConfigError, InvalidStateError
@@ -53,17 +50,12 @@ from sfhfe_node.gossip.discovery import Discovery
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
 from sfhfe_node.logs import client_log
-from sfhfe_node.security import (
-    client_ssl_context,
-    read_cluster_key,
-    read_token,
-    server_ssl_context,
-)
+from sfhfe_node.security import read_cluster_key, read_token, tls_contexts
 from sfhfe_node.stream import Batch, RecordStream, parse_share
 from sfhfe_node.systemd import Notifier
-from sfhfe_node.wire.insight import INSIGHT_SCHEMA, validate_insight
+from sfhfe_node.wire.insight import make_insight
 
-__all__ = ["ClientNode", "run_client", "tls_contexts"]
+__all__ = ["ClientNode", "run_client"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -82,26 +74,22 @@ class ClientNode:
         self.state_dir: Path = settings.state_dir
         self.node_id = ""
         self.task = "classification"
-        self.scores = Scoreboard()
         self.batches = 0
         self.seq = 0
         self.meta_version = -1
         self.started = time.monotonic()
         self.stream_done = False
         self.resumed_from: int | None = None
-        self.last_loss: float | None = None
         self.last_checkpoint: float | None = None
         self.checkpoints = 0
         self.drift_events = 0
-        self.learner: Learner | None = None
-        self.labels: LabelEncoder | None = None
+        self.session: LearningSession | None = None
         self.stream: RecordStream | None = None
         self.gossip: GossipNode | None = None
         self.uplink: Uplink | None = None
         self.outbox: Outbox | None = None
         self.host: LearnerHost | None = None
         self.discovery: Discovery | None = None
-        self.predictions: PredictionWriter | None = None
         self.checkpoint_store = CheckpointStore(self.state_dir)
         self.api_port: int | None = None
         self.advertise: str | None = None
@@ -109,7 +97,6 @@ class ClientNode:
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="reader")
         self._api_runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
-        self._pending_meta: dict[str, Any] | None = None
         self._last_insight = time.monotonic()
         self._records_at_checkpoint = 0
         self._batch_started: float | None = None
@@ -163,21 +150,21 @@ class ClientNode:
         self.task = task
 
         # The learner, restored when there is a checkpoint for this stream.
-        self.labels = LabelEncoder(settings.max_classes)
-        self.learner = Learner(
+        learner = Learner(
             len(self.stream.features),
             task="regression" if task == "regression" else "classification",
             max_classes=settings.max_classes,
             top_k=settings.top_k,
             seed=settings.seed,
         )
+        self.session = LearningSession(learner, LabelEncoder(settings.max_classes), task)
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.host = LearnerHost(self.learner, self.learn_pool)
-        await loop.run_in_executor(self.learn_pool, self.host.update_norms)
         if settings.predictions is not None:
             offset = checkpoint.get("predictions_offset") if checkpoint else None
-            self.predictions = PredictionWriter(settings.predictions, offset)
+            self.session.predictions = PredictionWriter(settings.predictions, offset)
+        self.host = LearnerHost(learner, self.learn_pool)
+        await loop.run_in_executor(self.learn_pool, self.host.update_norms)
         client_log.info(
             "node %s learning %s on %s from record %d (%d features, target %s)",
             self.node_id,
@@ -190,7 +177,9 @@ class ClientNode:
 
         # Gossip: listen, then dial the configured and remembered peers.
         host, port = settings.listen
-        ssl_server, ssl_client = tls_contexts(settings)
+        ssl_server, ssl_client = tls_contexts(
+            settings.tls_cert, settings.tls_key, settings.tls_ca
+        )
         self.gossip = GossipNode(
             self.node_id,
             self.host,
@@ -265,9 +254,7 @@ class ClientNode:
                 f"the stream's columns differ from those of the checkpoint in "
                 f"{self.state_dir}; move checkpoint.bin away to start afresh"
             )
-        self.learner.load_state_dict(checkpoint["learner"])
-        self.labels.load_state_dict(checkpoint["labels"])
-        self.scores.load_state_dict(checkpoint["scores"])
+        self.session.load_state_dict(checkpoint)
         self.batches = int(checkpoint["batches"])
         self.meta_version = int(checkpoint["meta_version"])
         self.drift_events = int(checkpoint.get("drift_events", 0))
@@ -326,8 +313,8 @@ class ClientNode:
             "%s: %d records, accuracy %s, no-change %s",
             "stream done" if self.stream_done else "stopped",
             self.learner.records,
-            _fmt(self.scores.accuracy),
-            _fmt(self.scores.no_change_accuracy),
+            _fmt(self.session.scores.accuracy),
+            _fmt(self.session.scores.no_change_accuracy),
         )
 
     async def _shutdown(self) -> None:
@@ -354,8 +341,8 @@ class ClientNode:
                 errors.append(exc)
 
         # Close local files, then the worker threads.
-        if self.predictions is not None:
-            self.predictions.close()
+        if self.session is not None and self.session.predictions is not None:
+            self.session.predictions.close()
         if self.stream is not None:
             self.stream.close()
         self.learn_pool.shutdown(wait=True)
@@ -364,7 +351,7 @@ class ClientNode:
         self.state = "stopped"
         if self.settings.summary is not None and final is not None:
             final["state"] = self.state
-            _write_json(self.settings.summary, final)
+            write_json(self.settings.summary, final)
         if errors:
             raise ExceptionGroup("client shutdown failed", errors)
 
@@ -389,54 +376,17 @@ class ClientNode:
     def _status_line(self) -> str:
         records = self.learner.records if self.learner else 0
         peers = len(self.gossip.stats()["peers"]) if self.gossip else 0
-        loss = "-" if self.last_loss is None else f"{self.last_loss:.4f}"
+        last = self.session.last_loss if self.session else None
+        loss = "-" if last is None else f"{last:.4f}"
         return f"records {records}, peers {peers}, loss {loss}"
 
     # Learner thread.
 
     def _learn_batch(self, batch: Batch) -> None:
-        if self._pending_meta is not None:
-            meta, self._pending_meta = self._pending_meta, None
-            self.learner.apply_meta(meta["learning_rates"], meta["router_priors"])
-        y = self._targets(batch)
-        prediction, report = self.learner.step(batch.features, y)
-        self.last_loss = float(report.loss)
-        if self.task == "classification":
-            self.scores.update(np.asarray(prediction.labels), y.astype(np.int64))
-        if self.predictions is not None:
-            self.predictions.write(self._prediction_lines(batch, prediction))
+        self.session.learn(batch)
         self.host.refresh()
         if self.batches % 50 == 0:
             self.host.update_norms()
-
-    def _targets(self, batch: Batch) -> np.ndarray:
-        if self.task == "classification":
-            return self.labels.encode_many(batch.targets).astype(np.float64)
-        if self.task == "regression":
-            return np.array([_to_float(value) for value in batch.targets])
-        return np.full(len(batch), -1.0)
-
-    def _prediction_lines(self, batch: Batch, prediction: Any) -> list[dict[str, Any]]:
-        names = self.learner.expert_names
-        anomaly = np.asarray(prediction.anomaly, dtype=np.float64).tolist()
-        experts = np.asarray(prediction.experts).tolist()
-        drift = bool(getattr(self.learner, "drift_active", False))
-        if self.task == "classification":
-            shown = [self.labels.decode(int(label)) for label in prediction.labels]
-        elif self.task == "regression":
-            shown = [float(value) for value in prediction.values]
-        else:
-            shown = [None] * len(batch)
-        return [
-            {
-                "index": index,
-                "prediction": shown[row],
-                "anomaly": round(anomaly[row], 6),
-                "drift": drift,
-                "experts": [names[e] for e in experts[row]],
-            }
-            for row, index in enumerate(batch.index.tolist())
-        ]
 
     def _checkpoint_due(self) -> bool:
         since = self.learner.records - self._records_at_checkpoint
@@ -452,18 +402,17 @@ class ClientNode:
 
     def _save_checkpoint(self, peer_addresses: list[str]) -> None:
         """Write the whole state durably (learner thread, between batches)."""
-        if self.predictions is not None:
-            self.predictions.sync()
+        predictions = self.session.predictions
+        if predictions is not None:
+            predictions.sync()
         state = {
             "format": CHECKPOINT_FORMAT,
             "node_id": self.node_id,
             "stream": self.settings.stream,
             "features": list(self.stream.features),
             "position": int(self.stream.position),
-            "predictions_offset": self.predictions.offset if self.predictions else None,
-            "learner": self.learner.state_dict(),
-            "labels": self.labels.state_dict(),
-            "scores": self.scores.state_dict(),
+            "predictions_offset": predictions.offset if predictions else None,
+            **self.session.state_dict(),
             "batches": self.batches,
             "seq": self.seq,
             "meta_version": self.meta_version,
@@ -494,29 +443,19 @@ class ClientNode:
         self.drift_events += int(window["drift"]["events"])
         if not window["records"] or self.outbox is None:
             return
-        insight = validate_insight(
-            {
-                "schema": INSIGHT_SCHEMA,
-                "node_id": self.node_id,
-                "seq": self.seq,
-                "time": time.time(),
-                "task": self.task,
-                "records": int(self.learner.records),
-                "window": {
-                    "records": int(window["records"]),
-                    "loss": float(window["loss"]),
-                    "accuracy": window["accuracy"],
-                },
-                "experts": window["experts"],
-                "drift": window["drift"],
-                "memory_bytes": int(window["memory_bytes"]),
-                "embedding": [float(v) for v in self.host.embedding()],
-                "gossip": self.advertise,
-            }
+        insight = make_insight(
+            node_id=self.node_id,
+            seq=self.seq,
+            task=self.task,
+            records=self.learner.records,
+            window=window,
+            embedding=self.host.embedding(),
+            gossip=self.advertise,
+            now=time.time(),
         )
         self.outbox.put(self.seq, msgpack.packb(insight))
         self.seq += 1
-        _write_text(self.state_dir / "seq", str(self.seq))
+        write_atomic(self.state_dir / "seq", str(self.seq).encode())
         self.uplink.wake()
 
     def _on_meta(self, meta: dict[str, Any]) -> None:
@@ -524,13 +463,18 @@ class ClientNode:
             return
         if meta["version"] > self.meta_version and meta["learning_rates"]:
             self.meta_version = meta["version"]
-            self._pending_meta = meta
+            self.session.pending_meta = meta
 
     # Status.
+
+    @property
+    def learner(self) -> Learner | None:
+        return self.session.learner if self.session else None
 
     def summary(self) -> dict[str, Any]:
         """The node's figures, as ``/v1/status`` and the summary file give them."""
         gossip = self.gossip.stats() if self.gossip else {}
+        session = self.session
         learner = self.learner
         age = None
         if self.last_checkpoint is not None:
@@ -546,9 +490,9 @@ class ClientNode:
             "resumed_from": self.resumed_from,
             "skipped_rows": self.stream.skipped if self.stream else 0,
             "bad_cells": self.stream.bad_cells if self.stream else 0,
-            "accuracy": self.scores.accuracy,
-            "no_change_accuracy": self.scores.no_change_accuracy,
-            "loss": self.last_loss,
+            "accuracy": session.scores.accuracy if session else None,
+            "no_change_accuracy": session.scores.no_change_accuracy if session else None,
+            "loss": session.last_loss if session else None,
             "drift_events": self.drift_events,
             "insights_sent": self.seq,
             "insights_acked": self.uplink.acked if self.uplink else 0,
@@ -577,7 +521,7 @@ class ClientNode:
             if text:
                 return text
         node_id = "node-" + uuid.uuid4().hex[:12]
-        _write_text(path, node_id)
+        write_atomic(path, node_id.encode())
         return node_id
 
     def _stored_seq(self, checkpoint: dict[str, Any] | None) -> int:
@@ -611,16 +555,6 @@ async def _relay(stop: asyncio.Event, node: ClientNode) -> None:
     node.request_stop()
 
 
-def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
-    """Server and client TLS contexts from the settings (None where unused)."""
-    if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise ConfigError("tls_cert and tls_key must be given together")
-    server = None
-    if settings.tls_cert is not None:
-        server = server_ssl_context(settings.tls_cert, settings.tls_key)
-    return server, client_ssl_context(settings.tls_ca)
-
-
 def _advertised(scheme: str, host: str, port: int) -> str:
     if host in ("0.0.0.0", "", "::"):
         host = socket.gethostname()
@@ -629,27 +563,5 @@ def _advertised(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def _to_float(value: str | None) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(data, indent=2))

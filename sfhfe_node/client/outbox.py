@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sfhfe_node.client.files import write_atomic
+
 __all__ = ["Outbox"]
 
 _SUFFIX = ".msgpack"
@@ -32,14 +34,7 @@ class Outbox:
 
     def put(self, seq: int, body: bytes) -> None:
         """Store ``body`` under ``seq`` durably before returning."""
-        final = self.directory / f"{seq:016d}{_SUFFIX}"
-        temporary = final.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
-            file.write(body)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
-        self._sync_directory()
+        write_atomic(self.directory / f"{seq:016d}{_SUFFIX}", body)
 
     def pending(self) -> list[int]:
         """Sequence numbers waiting for an acknowledgement, oldest first."""
@@ -61,10 +56,3 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self.pending())
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -4,6 +4,7 @@ from sfhfe_node.wire.insight import (
     INSIGHT_SCHEMA,
     MAX_INSIGHT_BYTES,
     decode_body,
+    make_insight,
     validate_insight,
     validate_meta,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "INSIGHT_SCHEMA",
     "MAX_INSIGHT_BYTES",
     "decode_body",
+    "make_insight",
     "validate_insight",
     "validate_meta",
 ]

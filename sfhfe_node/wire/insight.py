@@ -55,6 +55,7 @@ __all__ = [
     "MAX_EXPERTS",
     "MAX_EMBEDDING",
     "decode_body",
+    "make_insight",
     "validate_insight",
     "validate_meta",
 ]
@@ -111,6 +112,44 @@ def _finite_float(text: str) -> float:
 
 def _reject_constant(name: str) -> float:
     raise InsightError("not_finite", f"{name} is not a finite number")
+
+
+def make_insight(
+    *,
+    node_id: str,
+    seq: int,
+    task: str,
+    records: int,
+    window: dict[str, Any],
+    embedding: Any,
+    gossip: str | None,
+    now: float,
+) -> dict[str, Any]:
+    """Build and check an insight from a learner's window of aggregates.
+
+    ``window`` is what the learner's ``take_window()`` returns: ``records``,
+    ``loss``, ``accuracy``, ``experts``, ``drift`` and ``memory_bytes``.
+    """
+    return validate_insight(
+        {
+            "schema": INSIGHT_SCHEMA,
+            "node_id": node_id,
+            "seq": seq,
+            "time": now,
+            "task": task,
+            "records": int(records),
+            "window": {
+                "records": int(window["records"]),
+                "loss": float(window["loss"]),
+                "accuracy": window["accuracy"],
+            },
+            "experts": window["experts"],
+            "drift": window["drift"],
+            "memory_bytes": int(window["memory_bytes"]),
+            "embedding": [float(value) for value in embedding],
+            "gossip": gossip,
+        }
+    )
 
 
 def validate_insight(data: Any) -> dict[str, Any]:
