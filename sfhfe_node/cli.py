@@ -110,13 +110,16 @@ def _config_command(argv: list[str]) -> int:
     return 0
 
 
-def _role_main(settings: Settings) -> Callable[[asyncio.Event], Awaitable[int]]:
-    async def run(stop: asyncio.Event) -> int:
+Main = Callable[[asyncio.Event, list[Callable[[], None]]], Awaitable[int]]
+
+
+def _role_main(settings: Settings) -> Main:
+    async def run(stop: asyncio.Event, reload_hooks: list[Callable[[], None]]) -> int:
         if settings.role == "server":
             return await _run_server(settings, stop)
         from sfhfe_node.client.daemon import run_client
 
-        return await run_client(settings, stop)
+        return await run_client(settings, stop, reload_hooks)
 
     return run
 
@@ -164,21 +167,22 @@ async def _run_server(settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
-def _run(main: Callable[[asyncio.Event], Awaitable[int]], stop_timeout: float) -> int:
+def _run(main: Main, stop_timeout: float) -> int:
     """Run ``main`` on uvloop when available.
 
     SIGTERM and SIGINT set its stop event; if it has not returned
     ``stop_timeout`` seconds later it is cancelled and the status is 1.
-    SIGHUP reopens the log file.
+    SIGHUP reopens the log file and runs the reload hooks ``main`` added.
     """
 
     async def wrapper() -> int:
         stop = asyncio.Event()
+        reload_hooks: list[Callable[[], None]] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _on_signal, stop, signum)
-        loop.add_signal_handler(signal.SIGHUP, _on_hangup)
-        work = asyncio.create_task(main(stop))
+        loop.add_signal_handler(signal.SIGHUP, _on_hangup, reload_hooks)
+        work = asyncio.create_task(main(stop, reload_hooks))
         await asyncio.wait([work, asyncio.create_task(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
@@ -204,6 +208,8 @@ def _on_signal(stop: asyncio.Event, signum: int) -> None:
     stop.set()
 
 
-def _on_hangup() -> None:
+def _on_hangup(reload_hooks: list[Callable[[], None]]) -> None:
     reopen_logs()
     cli_log.info("SIGHUP received; log file reopened")
+    for hook in reload_hooks:
+        hook()

@@ -225,6 +225,8 @@ SETTINGS: tuple[Setting, ...] = (
             ("client",)),
     Setting("task", _choice("auto", "classification", "regression", "none"), "auto",
             "learning task; auto = classification when a target is set", ("client",)),
+    Setting("rules", _path, None,
+            "TOML or JSON governance rules file (reloaded on SIGHUP)", ("client",)),
     Setting("max_classes", _positive_int, 16, "most distinct labels learned",
             ("client",)),
     Setting("batch_size", _positive_int, 32, "records per mini-batch", ("client",)),

@@ -9,7 +9,7 @@ Every exception the package raises on purpose derives from :class:`SfhfeError`::
     │   ├── InsightError                  an insight does not match the schema
     │   └── ProtocolError                 a gossip frame is malformed or not allowed
     │       └── TensorError               a bad tensor in a well-formed weights frame
-    │                                     (defined in sfhfe_node.gossip.protocol)
+    │                                     (defined in sfhfe_node.gossip.tensors)
     ├── LearnerError                      the learner was used in a way it cannot serve
     ├── StoreError                        the coordinator's database failed
     └── InvalidStateError (RuntimeError)  a call made in the wrong lifecycle state

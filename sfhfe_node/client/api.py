@@ -56,7 +56,14 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[NODE].summary())
+    node = request.app[NODE]
+    summary = node.summary()
+    if node.learner is not None and node.state == "running":
+        loop = asyncio.get_running_loop()
+        summary["learner"] = await loop.run_in_executor(
+            node.learn_pool, node.learner.status
+        )
+    return web.json_response(summary)
 
 
 _METRICS = (

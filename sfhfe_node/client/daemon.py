@@ -30,6 +30,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -49,6 +50,7 @@ from sfhfe_node.errors import ConfigError, InvalidStateError
 from sfhfe_node.gossip.discovery import Discovery
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
+from sfhfe_node.learner.rules import load_rules
 from sfhfe_node.logs import client_log
 from sfhfe_node.security import read_cluster_key, read_token, tls_contexts
 from sfhfe_node.stream import Batch, RecordStream, parse_share
@@ -82,7 +84,6 @@ class ClientNode:
         self.resumed_from: int | None = None
         self.last_checkpoint: float | None = None
         self.checkpoints = 0
-        self.drift_events = 0
         self.session: LearningSession | None = None
         self.stream: RecordStream | None = None
         self.gossip: GossipNode | None = None
@@ -103,6 +104,19 @@ class ClientNode:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # Lifecycle.
+
+    def reload(self) -> None:
+        """Re-read the rules file (on SIGHUP); a bad file keeps the old rules."""
+        if self.settings.rules is None or self.learner is None:
+            return
+        try:
+            rules = load_rules(self.settings.rules)
+        except ConfigError as exc:
+            client_log.error("rules not reloaded: %s", exc)
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.learn_pool, self.learner.replace_rules, rules)
+        future.add_done_callback(_report_reload)
 
     def request_stop(self) -> None:
         """Ask the node to finish its batch and shut down."""
@@ -150,14 +164,19 @@ class ClientNode:
         self.task = task
 
         # The learner, restored when there is a checkpoint for this stream.
+        labels = LabelEncoder(settings.max_classes)
         learner = Learner(
             len(self.stream.features),
-            task="regression" if task == "regression" else "classification",
+            task=task,
             max_classes=settings.max_classes,
             top_k=settings.top_k,
             seed=settings.seed,
+            feature_names=list(self.stream.features),
+            target_name=self.stream.target or "target",
+            rules=load_rules(settings.rules) if settings.rules else None,
+            labels=labels,
         )
-        self.session = LearningSession(learner, LabelEncoder(settings.max_classes), task)
+        self.session = LearningSession(learner, labels, task)
         if checkpoint is not None:
             self._restore(checkpoint)
         if settings.predictions is not None:
@@ -257,7 +276,6 @@ class ClientNode:
         self.session.load_state_dict(checkpoint)
         self.batches = int(checkpoint["batches"])
         self.meta_version = int(checkpoint["meta_version"])
-        self.drift_events = int(checkpoint.get("drift_events", 0))
         self.resumed_from = int(checkpoint["position"])
         self._records_at_checkpoint = int(self.learner.records)
         client_log.info(
@@ -282,6 +300,14 @@ class ClientNode:
             await loop.run_in_executor(self.learn_pool, self._learn_batch, batch)
             self._batch_started = None
             self.batches += 1
+            for event in self.session.take_drift():
+                client_log.info(
+                    "drift detected at record %d: %s, magnitude %.3g, features %s",
+                    event["time"],
+                    event["kind"],
+                    event["magnitude"],
+                    ",".join(event["features"]) or "-",
+                )
             if self._insight_due():
                 await self._queue_insight()
             if self._checkpoint_due():
@@ -321,6 +347,11 @@ class ClientNode:
         self.state = "stopping"
         errors: list[BaseException] = []
         final = self.summary() if self.learner is not None else None
+        if final is not None:
+            loop = asyncio.get_running_loop()
+            final["learner"] = await loop.run_in_executor(
+                self.learn_pool, self.learner.status
+            )
 
         # Stop background tasks, then the links: uplink, gossip, local API.
         for task in self._tasks:
@@ -416,7 +447,6 @@ class ClientNode:
             "batches": self.batches,
             "seq": self.seq,
             "meta_version": self.meta_version,
-            "drift_events": self.drift_events,
             "peer_addresses": peer_addresses,
             "time": time.time(),
         }
@@ -440,7 +470,6 @@ class ClientNode:
         loop = asyncio.get_running_loop()
         window = await loop.run_in_executor(self.learn_pool, self.learner.take_window)
         self._last_insight = time.monotonic()
-        self.drift_events += int(window["drift"]["events"])
         if not window["records"] or self.outbox is None:
             return
         insight = make_insight(
@@ -493,7 +522,7 @@ class ClientNode:
             "accuracy": session.scores.accuracy if session else None,
             "no_change_accuracy": session.scores.no_change_accuracy if session else None,
             "loss": session.last_loss if session else None,
-            "drift_events": self.drift_events,
+            "drift_events": session.drift_count if session else 0,
             "insights_sent": self.seq,
             "insights_acked": self.uplink.acked if self.uplink else 0,
             "insights_rejected": self.uplink.rejected if self.uplink else 0,
@@ -537,9 +566,19 @@ class ClientNode:
         return max(candidates)
 
 
-async def run_client(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    """Run a client node until its stream ends or ``stop`` is set."""
+async def run_client(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    reload_hooks: list[Callable[[], None]] | None = None,
+) -> int:
+    """Run a client node until its stream ends or ``stop`` is set.
+
+    The node adds its reload (rules file) to ``reload_hooks``, which the
+    caller runs on SIGHUP.
+    """
     node = ClientNode(settings)
+    if reload_hooks is not None:
+        reload_hooks.append(node.reload)
     if stop is None:
         return await node.run()
     watcher = asyncio.create_task(_relay(stop, node))
@@ -561,6 +600,14 @@ def _advertised(scheme: str, host: str, port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
+
+
+def _report_reload(future: Any) -> None:
+    error = future.exception()
+    if error is None:
+        client_log.info("rules reloaded")
+    else:
+        client_log.error("rules not reloaded: %s", error)
 
 
 def _fmt(value: float | None) -> str:

@@ -50,6 +50,8 @@ class LearningSession:
         self.scores = Scoreboard()
         self.last_loss: float | None = None
         self.pending_meta: dict[str, Any] | None = None
+        self.drift_count = 0
+        self.new_drift: list[dict[str, Any]] = []
 
     def learn(self, batch: Batch) -> None:
         """Apply waiting meta-parameters, predict the batch, write, then learn."""
@@ -63,6 +65,14 @@ class LearningSession:
             self.scores.update(np.asarray(prediction.labels), y.astype(np.int64))
         if self.predictions is not None:
             self.predictions.write(self.prediction_lines(batch, prediction))
+        events = self.learner.drift_events()
+        self.drift_count += len(events)
+        self.new_drift.extend(events)
+
+    def take_drift(self) -> list[dict[str, Any]]:
+        """Drift events found since the previous call (for the daemon to log)."""
+        events, self.new_drift = self.new_drift, []
+        return events
 
     def targets(self, batch: Batch) -> np.ndarray:
         """The batch's targets as the learner takes them (-1 / NaN: unknown)."""
@@ -77,7 +87,7 @@ class LearningSession:
         names = self.learner.expert_names
         anomaly = np.asarray(prediction.anomaly, dtype=np.float64).tolist()
         experts = np.asarray(prediction.experts).tolist()
-        drift = bool(getattr(self.learner, "drift_active", False))
+        drift = bool(self.learner.drift_active)
         if self.task == "classification":
             shown = [self.labels.decode(int(label)) for label in prediction.labels]
         elif self.task == "regression":
@@ -100,12 +110,14 @@ class LearningSession:
             "learner": self.learner.state_dict(),
             "labels": self.labels.state_dict(),
             "scores": self.scores.state_dict(),
+            "drift_count": self.drift_count,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
         self.labels.load_state_dict(state["labels"])
         self.scores.load_state_dict(state["scores"])
+        self.drift_count = int(state.get("drift_count", 0))
 
 
 def _to_float(value: str | None) -> float:

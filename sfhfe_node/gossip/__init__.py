@@ -1,10 +1,15 @@
 """Gossip between client nodes: expert weights to the most similar peers.
 
 :mod:`~sfhfe_node.gossip.protocol` is the wire format (and its written
-specification), :mod:`.auth` the frame MAC and replay checks, :mod:`.peers`
-the peer choice, :mod:`.merge` the checks and robust combination of received
-weights, :mod:`.sendqueue` the bounded per-link queue; all of them are free of
-I/O. :mod:`.node` runs them over websockets, :mod:`.discovery` asks the
+specification), built from :mod:`.messages`, :mod:`.tensors` and
+:mod:`.fields`; :mod:`.auth` holds the frame MAC and replay checks,
+:mod:`.peers` the peer choice, :mod:`.merge` the checks and robust
+combination of received weights, :mod:`.sendqueue` the bounded per-link
+queue, :mod:`.penalties` the back-off of misbehaving peers and :mod:`.ledger`
+the counters; all of them are free of I/O. :mod:`.node` runs them over
+websockets, with :mod:`.links` (one link's state and writer),
+:mod:`.handler` (what happens on each link), :mod:`.dialer` (dialling and
+redialling) and :mod:`.exchange` (the rounds). :mod:`.discovery` asks the
 coordinator for peers and :mod:`.metrics` renders a node's counters for
 Prometheus.
 """

@@ -2,9 +2,13 @@
 
 This module only turns messages into bytes and bytes into messages; it never
 touches a socket, so every rule below can be tested without an event loop.
+The message objects are defined in :mod:`sfhfe_node.gossip.messages`, the
+tensor encoding and its checks in :mod:`sfhfe_node.gossip.tensors`, the field
+checkers in :mod:`sfhfe_node.gossip.fields`; this module holds the envelope,
+the field specification of every type, :func:`encode` and :func:`decode`.
 The stateful checks (fresh timestamp, unseen nonce) live in
 :class:`~sfhfe_node.gossip.auth.ReplayGuard`, what the node does with each
-error in :mod:`sfhfe_node.gossip.node`; both are summarised here.
+error in :mod:`sfhfe_node.gossip.handler`; both are summarised here.
 
 Envelope, present in every message, ``mac`` always last::
 
@@ -116,19 +120,46 @@ within the node's address limit, and forgotten after a few failed dials.
 
 from __future__ import annotations
 
-import math
-import os
 import re
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
 
 from sfhfe_node.errors import ProtocolError
 from sfhfe_node.gossip.auth import MAC_BYTES, frame_mac, verify_frame
+from sfhfe_node.gossip.fields import (
+    Check,
+    binary,
+    boolean,
+    check_map,
+    integer,
+    kind,
+    list_of,
+    number,
+    optional,
+    text,
+    tuple_of,
+)
+from sfhfe_node.gossip.messages import (
+    NONCE_BYTES,
+    Ack,
+    Error,
+    Hello,
+    Message,
+    Peers,
+    Weights,
+    new_nonce,
+)
+from sfhfe_node.gossip.tensors import (
+    MAX_DIMS,
+    MAX_ELEMENTS,
+    TensorError,
+    decode_tensor,
+    encode_tensor,
+    float32,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -150,6 +181,7 @@ __all__ = [
     "Message",
     "new_nonce",
     "is_address",
+    "is_node_id",
     "encode",
     "decode",
 ]
@@ -160,12 +192,9 @@ MAX_FRAME = 4 * 2**20
 MAX_EMBEDDING = 64
 MAX_EXPERTS = 32
 MAX_PARAMS = 64
-MAX_DIMS = 4
-MAX_ELEMENTS = 2**22
 MAX_ADDRESSES = 64
 MAX_COUNT = 2**53
 MAX_DETAIL = 200
-NONCE_BYTES = 12
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _EXPERT = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -174,95 +203,14 @@ _REASON = re.compile(r"[a-z_]{1,32}")
 _ADDRESS = re.compile(r"wss?://[A-Za-z0-9.\-\[\]:]{1,200}(/[\x21-\x7e]{0,50})?")
 
 
-class TensorError(ProtocolError):
-    """A well-formed ``weights`` frame describes a tensor wrongly.
-
-    The frame itself parsed, so the receiver knows who sent it and which
-    message to reject: ``sender`` and ``ref`` (the frame's nonce) let it reply
-    with an ``ack`` and keep the connection.
-    """
-
-    def __init__(self, reason: str, message: str, sender: str, ref: bytes) -> None:
-        super().__init__(reason, message)
-        self.sender = sender
-        self.ref = ref
-
-
-def new_nonce() -> bytes:
-    """Return 12 fresh random bytes for a message nonce."""
-    return os.urandom(NONCE_BYTES)
-
-
 def is_address(value: object) -> bool:
     """Tell whether ``value`` is a ws:// or wss:// address this format allows."""
     return isinstance(value, str) and _ADDRESS.fullmatch(value) is not None
 
 
-@dataclass(frozen=True, eq=False)
-class Hello:
-    """Identity and data profile a node sends when a link opens, and again
-    every exchange round so that the peer's similarity estimate stays fresh."""
-
-    TYPE: ClassVar[str] = "hello"
-    sender: str
-    address: str | None
-    embedding: np.ndarray
-    usage: dict[str, float]
-    records: int
-    ts: float = field(default_factory=time.time)
-    nonce: bytes = field(default_factory=new_nonce)
-
-
-@dataclass(frozen=True, eq=False)
-class Peers:
-    """Addresses of gossip nodes the sender knows."""
-
-    TYPE: ClassVar[str] = "peers"
-    sender: str
-    addresses: list[str]
-    ts: float = field(default_factory=time.time)
-    nonce: bytes = field(default_factory=new_nonce)
-
-
-@dataclass(frozen=True, eq=False)
-class Weights:
-    """The parameters of one or more experts: expert -> name -> float32 array."""
-
-    TYPE: ClassVar[str] = "weights"
-    sender: str
-    experts: dict[str, dict[str, np.ndarray]]
-    samples: int
-    version: int
-    ts: float = field(default_factory=time.time)
-    nonce: bytes = field(default_factory=new_nonce)
-
-
-@dataclass(frozen=True, eq=False)
-class Ack:
-    """The receiver's verdict on one ``weights`` message, named by its nonce."""
-
-    TYPE: ClassVar[str] = "ack"
-    sender: str
-    ref: bytes
-    accepted: bool
-    reason: str
-    ts: float = field(default_factory=time.time)
-    nonce: bytes = field(default_factory=new_nonce)
-
-
-@dataclass(frozen=True, eq=False)
-class Error:
-    """Why the sender is about to close the connection."""
-
-    TYPE: ClassVar[str] = "error"
-    sender: str
-    reason: str
-    detail: str
-    ts: float = field(default_factory=time.time)
-    nonce: bytes = field(default_factory=new_nonce)
-
-
-Message: TypeAlias = Hello | Peers | Weights | Ack | Error
+def is_node_id(value: object) -> bool:
+    """Tell whether ``value`` is a node id: 1-64 of ``[A-Za-z0-9._-]``."""
+    return isinstance(value, str) and _NODE_ID.fullmatch(value) is not None
 
 
 def encode(message: Message, key: bytes | None = None) -> bytes:
@@ -278,7 +226,7 @@ def encode(message: Message, key: bytes | None = None) -> bytes:
         "nonce": bytes(message.nonce),
     }
     if isinstance(message, Hello):
-        vector = _float32(message.embedding).reshape(-1)
+        vector = float32(message.embedding).reshape(-1)
         body["address"] = message.address
         body["dim"] = int(vector.size)
         body["embedding"] = vector.tobytes()
@@ -289,7 +237,7 @@ def encode(message: Message, key: bytes | None = None) -> bytes:
     elif isinstance(message, Weights):
         body["dtype"] = "float32"
         body["experts"] = [
-            [expert, [_tensor_entry(name, t) for name, t in params.items()]]
+            [expert, [encode_tensor(name, t) for name, t in params.items()]]
             for expert, params in message.experts.items()
         ]
         body["samples"] = int(message.samples)
@@ -307,15 +255,6 @@ def encode(message: Message, key: bytes | None = None) -> bytes:
     body["mac"] = bytes(MAC_BYTES)
     frame = msgpack.packb(body, use_bin_type=True)
     return frame[:-MAC_BYTES] + frame_mac(key, frame)
-
-
-def _float32(value: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(value, dtype="<f4")
-
-
-def _tensor_entry(name: str, value: np.ndarray) -> list[Any]:
-    array = _float32(value)
-    return [name, [int(size) for size in array.shape], array.tobytes()]
 
 
 def decode(
@@ -343,7 +282,7 @@ def decode(
             "not_msgpack", f"frame is not msgpack: {exc or type(exc).__name__}"
         ) from None
     if not isinstance(obj, dict):
-        raise ProtocolError("not_map", f"frame must be a map, got {_kind(obj)}")
+        raise ProtocolError("not_map", f"frame must be a map, got {kind(obj)}")
     version = obj.get("v")
     if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, SUPPORTED_VERSIONS))
@@ -353,14 +292,14 @@ def decode(
             f"supported: {supported}",
         )
     _check_mac(frame, obj.get("mac"), key)
-    kind = obj.get("type")
-    if kind not in _FIELDS:
+    name = obj.get("type")
+    if name not in _FIELDS:
         raise ProtocolError(
             "unknown_type",
-            f"message type {str(kind)[:40]!r} is not one of {', '.join(_FIELDS)}",
+            f"message type {str(name)[:40]!r} is not one of {', '.join(_FIELDS)}",
         )
-    clean = _fields(obj, kind, {**_ENVELOPE, **_FIELDS[kind]})
-    return _BUILDERS[kind](clean)
+    clean = check_map(obj, name, {**_ENVELOPE, **_FIELDS[name]})
+    return _BUILDERS[name](clean)
 
 
 def _check_mac(frame: bytes, mac: object, key: bytes | None) -> None:
@@ -375,207 +314,76 @@ def _check_mac(frame: bytes, mac: object, key: bytes | None) -> None:
     verify_frame(key, frame, mac)
 
 
-# Field checkers: each takes a value and its path and returns a clean value.
-
-_Check: TypeAlias = Callable[[Any, str], Any]
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _fields(
-    obj: Mapping[Any, Any], path: str, spec: dict[str, _Check]
-) -> dict[str, Any]:
-    unknown = sorted(str(name)[:40] for name in obj if name not in spec)
-    if unknown:
-        raise ProtocolError(
-            "unknown_field", f"{path} has unknown field(s): {', '.join(unknown)}"
-        )
-    missing = sorted(name for name in spec if name not in obj)
-    if missing:
-        raise ProtocolError(
-            "missing_field", f"{path} lacks field(s): {', '.join(missing)}"
-        )
-    return {name: check(obj[name], f"{path}.{name}") for name, check in spec.items()}
-
-
-def _int(low: int, high: int) -> _Check:
-    def check(value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(
-                "bad_type", f"{path} must be an integer, got {_kind(value)}"
-            )
-        if not low <= value <= high:
-            raise ProtocolError(
-                "bad_value", f"{path}={value} is outside [{low}, {high}]"
-            )
-        return value
-
-    return check
-
-
-def _number(low: float, high: float) -> _Check:
-    def check(value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProtocolError(
-                "bad_type", f"{path} must be a number, got {_kind(value)}"
-            )
-        number = float(value)
-        if not (math.isfinite(number) and low <= number <= high):
-            raise ProtocolError(
-                "bad_value",
-                f"{path}={number} is not a finite number in [{low}, {high}]",
-            )
-        return number
-
-    return check
-
-
-def _text(pattern: re.Pattern[str], what: str) -> _Check:
-    def check(value: Any, path: str) -> str:
-        if not isinstance(value, str):
-            raise ProtocolError(
-                "bad_type", f"{path} must be a string, got {_kind(value)}"
-            )
-        if pattern.fullmatch(value) is None:
-            raise ProtocolError("bad_value", f"{path}={value[:80]!r} is not {what}")
-        return value
-
-    return check
-
-
-def _bytes(size: int | None, max_size: int) -> _Check:
-    def check(value: Any, path: str) -> bytes:
-        if not isinstance(value, bytes):
-            raise ProtocolError("bad_type", f"{path} must be bytes, got {_kind(value)}")
-        if size is not None and len(value) != size:
-            raise ProtocolError(
-                "bad_value", f"{path} has {len(value)} bytes; expected {size}"
-            )
-        if len(value) > max_size:
-            raise ProtocolError(
-                "bad_value", f"{path} has {len(value)} bytes; at most {max_size}"
-            )
-        return value
-
-    return check
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ProtocolError("bad_type", f"{path} must be a boolean, got {_kind(value)}")
-    return value
-
-
-def _optional(inner: _Check) -> _Check:
-    def check(value: Any, path: str) -> Any:
-        return None if value is None else inner(value, path)
-
-    return check
-
-
-def _list(inner: _Check, low: int, high: int) -> _Check:
-    def check(value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise ProtocolError(
-                "bad_type", f"{path} must be a list, got {_kind(value)}"
-            )
-        if not low <= len(value) <= high:
-            raise ProtocolError(
-                "bad_value", f"{path} has {len(value)} items; allowed {low}-{high}"
-            )
-        return [inner(item, f"{path}[{i}]") for i, item in enumerate(value)]
-
-    return check
+# Field specification: the envelope, then the fields of each type.
 
 
 def _usage(value: Any, path: str) -> dict[str, float]:
     if not isinstance(value, dict):
-        raise ProtocolError("bad_type", f"{path} must be a map, got {_kind(value)}")
+        raise ProtocolError("bad_type", f"{path} must be a map, got {kind(value)}")
     if len(value) > MAX_EXPERTS:
         raise ProtocolError(
             "bad_value", f"{path} has {len(value)} entries; at most {MAX_EXPERTS}"
         )
-    name = _text(_EXPERT, "an expert name")
-    share = _number(0.0, 1e12)
+    name = text(_EXPERT, "an expert name")
+    share = number(0.0, 1e12)
     return {
         name(key, f"{path} key"): share(item, f"{path}.{key}")
         for key, item in value.items()
     }
 
 
-def _tuple(fields: dict[str, _Check]) -> _Check:
-    def check(value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, list):
-            raise ProtocolError(
-                "bad_type", f"{path} must be a list, got {_kind(value)}"
-            )
-        if len(value) != len(fields):
-            reason = "missing_field" if len(value) < len(fields) else "unknown_field"
-            raise ProtocolError(
-                reason,
-                f"{path} has {len(value)} items; need {', '.join(fields)}",
-            )
-        return {
-            name: item_check(item, f"{path}.{name}")
-            for (name, item_check), item in zip(fields.items(), value)
-        }
+_ADDRESS_TEXT = text(_ADDRESS, "a ws:// or wss:// address")
+_REASON_TEXT = text(_REASON, "a reason token ([a-z_]{1,32})")
 
-    return check
-
-
-_ENVELOPE: dict[str, _Check] = {
-    "v": _int(PROTOCOL_VERSION, PROTOCOL_VERSION),
-    "type": _text(re.compile(r"[a-z]{1,16}"), "a message type"),
-    "from": _text(_NODE_ID, "a node id (1-64 of A-Z a-z 0-9 . _ -)"),
-    "ts": _number(0.0, 1e11),
-    "nonce": _bytes(NONCE_BYTES, NONCE_BYTES),
-    "mac": _optional(_bytes(MAC_BYTES, MAC_BYTES)),
+_ENVELOPE: dict[str, Check] = {
+    "v": integer(PROTOCOL_VERSION, PROTOCOL_VERSION),
+    "type": text(re.compile(r"[a-z]{1,16}"), "a message type"),
+    "from": text(_NODE_ID, "a node id (1-64 of A-Z a-z 0-9 . _ -)"),
+    "ts": number(0.0, 1e11),
+    "nonce": binary(NONCE_BYTES, NONCE_BYTES),
+    "mac": optional(binary(MAC_BYTES, MAC_BYTES)),
 }
 
-_PARAM = _tuple(
+_PARAM = tuple_of(
     {
-        "name": _text(_PARAM_NAME, "a parameter name (1-64 of A-Z a-z 0-9 . _)"),
-        "shape": _list(_int(-MAX_COUNT, MAX_COUNT), 0, 64),
-        "data": _bytes(None, MAX_FRAME * 4),
+        "name": text(_PARAM_NAME, "a parameter name (1-64 of A-Z a-z 0-9 . _)"),
+        "shape": list_of(integer(-MAX_COUNT, MAX_COUNT), 0, 64),
+        "data": binary(None, MAX_FRAME * 4),
     }
 )
 
-_EXPERT_ENTRY = _tuple(
+_EXPERT_ENTRY = tuple_of(
     {
-        "expert": _text(_EXPERT, "an expert name ([a-z][a-z0-9_]{0,31})"),
-        "params": _list(_PARAM, 1, MAX_PARAMS),
+        "expert": text(_EXPERT, "an expert name ([a-z][a-z0-9_]{0,31})"),
+        "params": list_of(_PARAM, 1, MAX_PARAMS),
     }
 )
 
-_FIELDS: dict[str, dict[str, _Check]] = {
+_FIELDS: dict[str, dict[str, Check]] = {
     "hello": {
-        "address": _optional(_text(_ADDRESS, "a ws:// or wss:// address")),
-        "dim": _int(0, MAX_EMBEDDING),
-        "embedding": _bytes(None, 4 * MAX_EMBEDDING),
+        "address": optional(_ADDRESS_TEXT),
+        "dim": integer(0, MAX_EMBEDDING),
+        "embedding": binary(None, 4 * MAX_EMBEDDING),
         "usage": _usage,
-        "records": _int(0, MAX_COUNT),
+        "records": integer(0, MAX_COUNT),
     },
     "peers": {
-        "addresses": _list(
-            _text(_ADDRESS, "a ws:// or wss:// address"), 0, MAX_ADDRESSES
-        ),
+        "addresses": list_of(_ADDRESS_TEXT, 0, MAX_ADDRESSES),
     },
     "weights": {
-        "dtype": _text(re.compile(r".{0,32}", re.DOTALL), "a short string"),
-        "experts": _list(_EXPERT_ENTRY, 1, MAX_EXPERTS),
-        "samples": _int(0, MAX_COUNT),
-        "version": _int(0, MAX_COUNT),
+        "dtype": text(re.compile(r".{0,32}", re.DOTALL), "a short string"),
+        "experts": list_of(_EXPERT_ENTRY, 1, MAX_EXPERTS),
+        "samples": integer(0, MAX_COUNT),
+        "version": integer(0, MAX_COUNT),
     },
     "ack": {
-        "ref": _bytes(NONCE_BYTES, NONCE_BYTES),
-        "accepted": _bool,
-        "reason": _text(_REASON, "a reason token ([a-z_]{1,32})"),
+        "ref": binary(NONCE_BYTES, NONCE_BYTES),
+        "accepted": boolean,
+        "reason": _REASON_TEXT,
     },
     "error": {
-        "reason": _text(_REASON, "a reason token ([a-z_]{1,32})"),
-        "detail": _text(re.compile(r".{0,200}", re.DOTALL), "at most 200 chars"),
+        "reason": _REASON_TEXT,
+        "detail": text(re.compile(r".{0,200}", re.DOTALL), "at most 200 chars"),
     },
 }
 
@@ -623,36 +431,13 @@ def _weights(obj: dict[str, Any]) -> Weights:
                 raise ProtocolError(
                     "bad_value", f"weights of {expert} repeat {name!r}"
                 )
-            params[name] = _tensor(expert, param, sender, ref)
+            params[name] = decode_tensor(
+                f"{expert}.{name}", param["shape"], param["data"], sender, ref
+            )
         experts[expert] = params
     return Weights(
         sender, experts, obj["samples"], obj["version"], ts=obj["ts"], nonce=ref
     )
-
-
-def _tensor(
-    expert: str, entry: dict[str, Any], sender: str, ref: bytes
-) -> np.ndarray:
-    name, shape, data = f"{expert}.{entry['name']}", entry["shape"], entry["data"]
-    if len(shape) > MAX_DIMS or any(size < 0 for size in shape):
-        raise TensorError(
-            "bad_tensor",
-            f"{name} has shape {shape[:8]}; at most {MAX_DIMS} dims, each >= 0",
-            sender, ref,
-        )
-    count = math.prod(shape)
-    if count > MAX_ELEMENTS:
-        raise TensorError(
-            "bad_tensor", f"{name} has {count} elements; at most {MAX_ELEMENTS}",
-            sender, ref,
-        )
-    if 4 * count != len(data):
-        raise TensorError(
-            "bad_tensor",
-            f"{name} has shape {shape} ({count} values) but {len(data)} data bytes",
-            sender, ref,
-        )
-    return np.frombuffer(data, dtype="<f4").reshape(shape)
 
 
 def _ack(obj: dict[str, Any]) -> Ack:

@@ -1,4 +1,4 @@
-"""The client's online learner: experts, router, normaliser and label encoder.
+"""The client's online learner: ten experts, their jobs, router and memory.
 
 :class:`Learner` is the one object the client daemon uses; the other classes
 are its parts, exported for tests and for tools that inspect them.
@@ -6,8 +6,16 @@ are its parts, exported for tests and for tools that inspect them.
 
 from __future__ import annotations
 
+from sfhfe_node.learner.context import StreamContext
+from sfhfe_node.learner.drift import (
+    AdaptiveWindow,
+    DriftEvent,
+    DriftMonitor,
+    FeatureDivergence,
+)
 from sfhfe_node.learner.experts import DEFAULT_EXPERTS, ExpertBank, ExpertSpec
 from sfhfe_node.learner.geometry import OnlinePCA
+from sfhfe_node.learner.governance import Governor, OutlierDetector
 from sfhfe_node.learner.labels import LabelEncoder
 from sfhfe_node.learner.learner import (
     EMBEDDING_SIZE,
@@ -16,24 +24,47 @@ from sfhfe_node.learner.learner import (
     Prediction,
     StepReport,
 )
+from sfhfe_node.learner.memory import TIERS, Consolidation, TieredMemory
+from sfhfe_node.learner.meta import MetaSchedule
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 from sfhfe_node.learner.optim import FlatAdam
 from sfhfe_node.learner.router import Router
+from sfhfe_node.learner.rules import Rules, load_rules, parse_rules
+from sfhfe_node.learner.structure import Autoencoder, LaggedGraph
+from sfhfe_node.learner.summary import embedding, status_of
 from sfhfe_node.learner.window import WindowStats
 
 __all__ = [
     "DEFAULT_EXPERTS",
     "EMBEDDING_SIZE",
     "STATE_FORMAT",
+    "TIERS",
+    "AdaptiveWindow",
+    "Autoencoder",
+    "Consolidation",
+    "DriftEvent",
+    "DriftMonitor",
     "ExpertBank",
     "ExpertSpec",
+    "FeatureDivergence",
     "FlatAdam",
+    "Governor",
     "LabelEncoder",
+    "LaggedGraph",
     "Learner",
+    "MetaSchedule",
     "OnlinePCA",
     "OnlineStandardizer",
+    "OutlierDetector",
     "Prediction",
     "Router",
+    "Rules",
     "StepReport",
+    "StreamContext",
+    "TieredMemory",
     "WindowStats",
+    "embedding",
+    "load_rules",
+    "parse_rules",
+    "status_of",
 ]

@@ -2,7 +2,9 @@
 
 An expert is a feature *view* of the stream (what it looks at) followed by a
 *head* (how it maps that to outputs): a linear map when ``hidden`` is 0, a
-one-hidden-layer tanh network otherwise. Experts whose view width and hidden
+one-hidden-layer tanh network otherwise, or, with ``steps`` above 0, a gated
+recurrent unit (GRU) run over the ``steps`` records of a sequence view and a
+linear map of its last state. Experts whose view width and hidden
 width agree form a *group*: their weights are stacked along a leading expert
 axis and the whole group runs as one batched matrix product
 (``torch.baddbmm``), forward and backward. All groups' parameters are views of
@@ -40,28 +42,42 @@ class ExpertSpec:
         name: stable lowercase identifier (``[a-z][a-z0-9_]*``), used in
             insights, meta-parameters and gossip.
         view: name of the feature view the learner builds for it
-            (``"plain"``, ``"geometry"`` or ``"temporal"``).
+            (``"plain"``, ``"geometry"``, ``"sequence"``, ``"latent"`` or
+            ``"causal"``).
         hidden: hidden units of the head; 0 makes it linear.
         lr: initial Adam step size; the coordinator tunes it later.
+        steps: records in a sequence view; above 0 makes the head a GRU
+            reading the view as ``steps`` equal slices, oldest first
+            (default 0, a feed-forward head).
     """
 
     name: str
     view: str
     hidden: int
     lr: float
+    steps: int = 0
 
 
 DEFAULT_EXPERTS: tuple[ExpertSpec, ...] = (
-    # softmax (or linear) regression on the standardised record and its context
-    ExpertSpec("linear", "plain", 0, 0.02),
-    # a small network on the same input, for interactions between features
-    ExpertSpec("mlp", "plain", 32, 0.005),
-    # the same network with a high rate: forgets fast, so it follows drift
-    ExpertSpec("adaptive", "plain", 32, 0.03),
     # a head on the online principal components of the record
     ExpertSpec("geometry", "geometry", 16, 0.01),
-    # a network over the last few records and labels (a lagged window)
-    ExpertSpec("temporal", "temporal", 32, 0.005),
+    # a GRU over the last records and labels (the stream's autocorrelation)
+    ExpertSpec("temporal", "sequence", 16, 0.01, steps=6),
+    # a head on the autoencoder's latent code of the record
+    ExpertSpec("reconstruction", "latent", 16, 0.01),
+    # a linear model of the target's parents in the lagged dependency graph
+    ExpertSpec("causal", "causal", 0, 0.02),
+    # short memory, high rate: follows a drifting concept first
+    ExpertSpec("drift", "plain", 32, 0.03),
+    # a network whose outputs are constrained by the governance rules
+    ExpertSpec("governance", "plain", 32, 0.01),
+    # trained with a robust loss, on records that are not outliers
+    ExpertSpec("consistency", "plain", 32, 0.01),
+    # plain networks carrying the peer-selection and meta-adaptation jobs
+    ExpertSpec("peer", "plain", 32, 0.005),
+    ExpertSpec("meta", "plain", 32, 0.01),
+    # slow and replay-heavy, consolidated by EWC
+    ExpertSpec("memory", "plain", 32, 0.002),
 )
 
 
@@ -70,6 +86,7 @@ class _Group:
     members: tuple[int, ...]
     width: int
     hidden: int
+    steps: int
     # parameter name -> (offset in the flat vector, shape of one expert's tensor)
     params: dict[str, tuple[int, tuple[int, ...]]]
 
@@ -118,13 +135,29 @@ class ExpertBank:
             self.set_lr(spec.name, spec.lr)
 
     def _layout(self, widths: dict[str, int]) -> tuple[_Group, ...]:
-        keys: dict[tuple[int, int], list[int]] = {}
+        keys: dict[tuple[int, int, int], list[int]] = {}
         for i, spec in enumerate(self.specs):
-            keys.setdefault((widths[spec.view], spec.hidden), []).append(i)
+            width = widths[spec.view]
+            if spec.steps and (spec.hidden < 1 or width % spec.steps):
+                raise LearnerError(
+                    f"expert {spec.name}: a recurrent head needs hidden units and "
+                    f"a view width ({width}) divisible by steps ({spec.steps})"
+                )
+            keys.setdefault((width, spec.hidden, spec.steps), []).append(i)
         groups = []
         offset = 0
-        for (width, hidden), members in keys.items():
-            if hidden == 0:
+        for (width, hidden, steps), members in keys.items():
+            if steps:
+                step_width = width // steps
+                shapes = {
+                    "wx": (step_width, 3 * hidden),
+                    "wh": (hidden, 3 * hidden),
+                    "bx": (3 * hidden,),
+                    "bh": (3 * hidden,),
+                    "w2": (hidden, self.n_outputs),
+                    "b2": (self.n_outputs,),
+                }
+            elif hidden == 0:
                 shapes = {"w": (width, self.n_outputs), "b": (self.n_outputs,)}
             else:
                 shapes = {
@@ -137,7 +170,7 @@ class ExpertBank:
             for pname, shape in shapes.items():
                 params[pname] = (offset, shape)
                 offset += math.prod(shape) * len(members)
-            groups.append(_Group(tuple(members), width, hidden, params))
+            groups.append(_Group(tuple(members), width, hidden, steps, params))
         return tuple(groups)
 
     @torch.no_grad()
@@ -182,7 +215,9 @@ class ExpertBank:
                 X = inputs[0].unsqueeze(0).expand(len(inputs), -1, -1)
             else:
                 X = torch.stack(inputs)
-            if group.hidden == 0:
+            if group.steps:
+                outputs.append(self._recurrent(group, X))
+            elif group.hidden == 0:
                 w, b = self._stacked(group, "w"), self._stacked(group, "b")
                 outputs.append(torch.baddbmm(b.unsqueeze(1), X, w))
             else:
@@ -192,6 +227,26 @@ class ExpertBank:
                 outputs.append(torch.baddbmm(b2.unsqueeze(1), hidden, w2))
         joined = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return joined.index_select(0, self._unsort)
+
+    def _recurrent(self, group: _Group, X: torch.Tensor) -> torch.Tensor:
+        count, n, _ = X.shape
+        H = group.hidden
+        sequence = X.reshape(count, n * group.steps, -1)
+        bx, bh = self._stacked(group, "bx"), self._stacked(group, "bh")
+        wx, wh = self._stacked(group, "wx"), self._stacked(group, "wh")
+        gates_x = torch.baddbmm(bx.unsqueeze(1), sequence, wx)
+        gates_x = gates_x.view(count, n, group.steps, 3 * H)
+        state = X.new_zeros((count, n, H))
+        for step in range(group.steps):
+            gx = gates_x[:, :, step]
+            gh = torch.baddbmm(bh.unsqueeze(1), state, wh)
+            gates = torch.sigmoid(gx[..., : 2 * H] + gh[..., : 2 * H])
+            reset, update = gates[..., :H], gates[..., H:]
+            fresh = torch.addcmul(gx[..., 2 * H :], reset, gh[..., 2 * H :])
+            candidate = torch.tanh(fresh)
+            state = torch.lerp(candidate, state, update)
+        w2, b2 = self._stacked(group, "w2"), self._stacked(group, "b2")
+        return torch.baddbmm(b2.unsqueeze(1), state, w2)
 
     def step(self) -> None:
         """Apply the gradient accumulated in the flat vector."""
@@ -210,6 +265,21 @@ class ExpertBank:
             size = math.prod(shape)
             start = offset + slot * size
             self.optimizer.set_lr(start, start + size, lr)
+
+    def per_element(self, values: np.ndarray) -> torch.Tensor:
+        """A float32 vector over the flat weights holding each expert's value."""
+        out = torch.zeros(self.flat.shape)
+        for group in self.groups:
+            for offset, shape in group.params.values():
+                size = math.prod(shape)
+                for slot, index in enumerate(group.members):
+                    start = offset + slot * size
+                    out[start : start + size] = float(values[index])
+        return out
+
+    def set_lrs(self, lrs: np.ndarray) -> None:
+        """Give every expert its step size (``lrs`` in spec order)."""
+        self.optimizer.lr = self.per_element(lrs)
 
     def spec(self, name: str) -> dict[str, tuple[int, ...]]:
         """Parameter name -> shape of expert ``name``'s head."""

@@ -1,4 +1,4 @@
-"""The learner a client node runs: experts, router and stream context."""
+"""The learner a client node runs: ten experts, their jobs, router and memory."""
 
 from __future__ import annotations
 
@@ -8,25 +8,35 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
 from sfhfe_node.errors import LearnerError
+from sfhfe_node.learner.context import StreamContext
+from sfhfe_node.learner.drift import DriftMonitor
 from sfhfe_node.learner.experts import DEFAULT_EXPERTS, ExpertBank, ExpertSpec
 from sfhfe_node.learner.geometry import OnlinePCA
+from sfhfe_node.learner.governance import Governor, OutlierDetector
+from sfhfe_node.learner.labels import LabelEncoder
+from sfhfe_node.learner.memory import Consolidation, TieredMemory
+from sfhfe_node.learner.meta import MetaSchedule
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 from sfhfe_node.learner.router import Router
+from sfhfe_node.learner.rules import Rules
+from sfhfe_node.learner.structure import Autoencoder, LaggedGraph
+from sfhfe_node.learner.summary import EMBEDDING_SIZE, embedding, status_of
 from sfhfe_node.learner.window import WindowStats
 
 __all__ = ["Learner", "Prediction", "StepReport", "EMBEDDING_SIZE", "STATE_FORMAT"]
 
-EMBEDDING_SIZE = 16
-STATE_FORMAT = 1
-TASKS = ("classification", "regression")
+STATE_FORMAT = 2
+TASKS = ("classification", "regression", "none")
+ROUTINGS = ("bandit", "uniform")
 
-_MASKED = -30.0  # logit offset of classes not seen yet
+_MASKED = -30.0  # logit offset of classes not seen yet or not allowed
 _PROBA_FLOOR = 1e-7  # floor of a probability inside a log-loss
 _LOSS_CAP = 1e6  # per-row losses are clipped here, far below the schema's 1e9
 _ROUTER_FEATURES = 16  # features beyond this are randomly projected for the router
+_GCE_Q = 0.7  # exponent of the consistency expert's generalised cross-entropy
+_HISTORY_VIEWS = ("sequence", "causal")  # views a compressed memory row lacks
 
 
 @dataclass
@@ -34,11 +44,12 @@ class Prediction:
     """The learner's prediction for every row of a batch.
 
     ``labels`` (int64 [n]) and ``proba`` (float32 [n, max_classes]) are set
-    for classification, ``values`` (float64 [n]) for regression. ``experts``
-    (int64 [n, top_k]) holds the indices of the experts the router activated,
-    best first, and ``anomaly`` (float64 [n], >= 0) the record's squared
-    distance from the principal subspace of the stream, in standardised units
-    per feature.
+    for classification, ``values`` (float64 [n]) for regression and, for the
+    task ``"none"``, the anomaly score the experts expected from the record's
+    context. ``experts`` (int64 [n, top_k]) holds the indices of the experts
+    the router activated, best first, and ``anomaly`` (float64 [n], >= 0) the
+    autoencoder's reconstruction error of the record, in squared standard
+    deviations per feature.
     """
 
     labels: np.ndarray | None
@@ -56,7 +67,10 @@ class StepReport:
     (log-loss, or squared error in standardised target units; 0.0 without
     labelled rows), ``correct`` the rows classified right, ``learned`` the
     labelled rows learned from, ``records`` all rows, ``imputed`` the cells
-    imputed, and ``expert_losses`` each expert's mean prequential loss.
+    imputed, ``expert_losses`` each expert's mean prequential loss,
+    ``excluded`` the rows governance rules kept out of learning,
+    ``quarantined`` the outliers kept out of structure learning, and
+    ``replayed`` the memory rows trained on.
     """
 
     records: int
@@ -65,73 +79,104 @@ class StepReport:
     correct: int
     imputed: int
     expert_losses: dict[str, float]
+    excluded: int = 0
+    quarantined: int = 0
+    replayed: int = 0
 
 
 @dataclass
-class _Batch:
-    X: np.ndarray
-    z: torch.Tensor
+class _Views:
     views: dict[str, torch.Tensor]
     context: np.ndarray
+    z: torch.Tensor
 
 
 class Learner:
-    """A mixture of experts learning test-then-train from one data stream.
+    """A mixture of ten experts learning test-then-train from one data stream.
 
-    Every row is standardised online (:class:`OnlineStandardizer`), turned
-    into a few feature views (the record and its label context; its online
-    principal components; a lagged window of the last ``window`` records and
-    ``lags`` labels), and scored by every expert in one batched pass
-    (:class:`ExpertBank`). A contextual bandit (:class:`Router`) activates
-    ``top_k`` experts per row and a gate mixes their predictions.
+    Each batch is checked against the governance rules, standardised online
+    (:class:`OnlineStandardizer`) and given its stream context (the last
+    ``window`` records and labels, :class:`StreamContext`). The context is
+    turned into feature views: the record with the previous label
+    (``plain``); its principal components (``geometry``, :class:`OnlinePCA`);
+    the record window with its labels (``sequence``, for the GRU); the
+    autoencoder's latent code (``latent``, :class:`Autoencoder`); and the
+    target's parents in the lagged dependency graph (``causal``,
+    :class:`LaggedGraph`). Every expert scores every row in one batched pass
+    (:class:`ExpertBank`); a contextual bandit (:class:`Router`) activates
+    ``top_k`` experts per row and a gate mixes them.
 
-    Training: every expert learns from every labelled row of the batch, with
-    weight 1 on the rows routed to it and ``idle_weight`` on the others. The
-    experts run batched anyway, so this costs nothing extra, and it keeps
-    every expert ready for the moment the router turns to it. Each expert has
-    its own Adam learning rate, which :meth:`apply_meta` moves toward the
-    coordinator's. The router earns, per active expert, the negative of the
-    expert's loss on the row; the gate learns from the mixture's loss.
+    Training: every expert learns from every labelled row (weight 1 where it
+    was routed, ``idle_weight`` elsewhere) in one backward pass, plus a replay
+    draw from the three memory tiers (:class:`TieredMemory`) every
+    ``replay_every`` batches, on which the memory expert learns fully and the
+    others with ``replay_weight``. Rows breaking a rule are not learned;
+    outliers (:class:`OutlierDetector`) are kept from the consistency expert
+    (which uses a robust loss) and from the structure (normaliser, PCA,
+    autoencoder). The memory expert is held by EWC (:class:`Consolidation`)
+    to its weights at the last drift or consolidation point. The drift
+    expert's detector (:class:`DriftMonitor`) watches the error stream and
+    the feature distribution; the meta expert's schedule
+    (:class:`MetaSchedule`) scales and freezes learning rates.
 
-    Label context: with ``use_label_context`` the label (or target) of the
-    previous row is an input of row ``i``: in :meth:`step` it is ``y[i - 1]``
-    (the previous batch's last label for row 0), never ``y[i]``; in
-    :meth:`predict_many` every row gets the last label seen.
+    Label context: with ``use_label_context`` the labels (or targets) of the
+    previous rows are inputs of row ``i``: in :meth:`step` they are
+    ``y[i - window] .. y[i - 1]``, never ``y[i]``; in :meth:`predict_many`
+    every row gets the last labels seen.
 
     Parameters:
         n_features: number of feature columns of every batch.
         task: ``"classification"`` (``y`` holds class indices, negative or
-            NaN when unknown) or ``"regression"`` (``y`` holds real targets,
-            NaN when unknown).
-        max_classes: width of every classifier's output (default 16); a
-            class index at or above it is treated as unknown.
+            NaN when unknown), ``"regression"`` (``y`` holds real targets, NaN
+            when unknown) or ``"none"`` (``y`` is ignored and may be omitted;
+            the experts learn to expect each record's anomaly score).
+        max_classes: width of every classifier's output (default 16).
         top_k: experts active per row (default 3). More makes the mixture
-            smoother and the bandit's feedback richer, fewer specialises more.
-        seed: seeds the initial weights and the router's random draws; two
-            learners with the same seed and stream compute the same numbers.
+            smoother, fewer specialises more.
+        seed: seeds weights, router draws and memory sampling; two learners
+            with the same seed and stream compute the same numbers.
         use_label_context: feed previous labels to the experts (default True).
         experts: the expert specs (default :data:`DEFAULT_EXPERTS`).
-        window: records in the temporal expert's window, current one included
-            (default 4).
-        lags: previous labels in the temporal expert's window (default 4).
-        n_components: principal components of the geometry expert (default 3,
-            at most ``n_features``).
-        idle_weight: weight of the rows not routed to an expert in its loss
-            (default 1.0); 0 trains an expert on its routed rows only.
+        window: records and labels in each row's context, current record
+            included (default 6, the temporal expert's
+            ``steps``). Longer gives the temporal expert more
+            history at a cost linear in it.
+        n_components: principal components (default 3, at most n_features).
+        latent: autoencoder code width (default 3).
+        idle_weight: loss weight of rows not routed to an expert (default 1).
         lr_floor, lr_ceiling: bounds of every learning rate (default 1e-5
             and 1.0).
-        router_options: keyword arguments passed on to :class:`Router`
-            (``alpha``, ``epsilon``, ``discount``, ...).
+        routing: ``"bandit"`` (default) or ``"uniform"``, which averages
+            every expert equally (an ablation of the router).
+        replay: replay memory rows into training (default True).
+        ewc: hold the memory expert to its consolidated weights (default
+            True).
+        replay_every, replay_size: cadence in batches (default 2) and rows
+            per replay draw (default 32).
+        replay_weight: loss weight of replayed rows for the experts other
+            than the memory expert (default 0.1).
+        ewc_lambda: EWC strength on the memory expert (default 1.0).
+        consolidate_every: records between two EWC snapshots besides the
+            ones taken at drifts (default 5000).
+        structure_every: batches between two updates of the PCA and the
+            autoencoder (default 2); the normaliser learns every batch.
+            Higher is faster and follows the stream's structure more slowly.
+        feature_names: names of the columns, for drift events, rules and
+            the causal graph (default ``f0``, ``f1``, ...).
+        target_name: name of the target in the causal graph (default
+            ``"target"``).
+        rules: governance rules (default ``None``: no constraint).
+        labels: the label encoder of the stream, through which
+            ``allowed_labels`` rules are matched (default ``None``: class
+            ``i`` has label text ``str(i)``).
+        router_options: keyword arguments passed on to :class:`Router`.
 
     Attributes:
         expert_names: the experts' names, in the order of every per-expert
             array (``Prediction.experts`` holds indices into it).
-        records: rows passed to :meth:`step` or :meth:`learn_many` so far,
-            labelled or not.
+        records: rows passed to :meth:`step` so far, labelled or not.
 
-    Limitations: drift detection, the three memory tiers and EWC are not part
-    of this learner yet, so :meth:`take_window` always reports no drift. The
-    learner is not thread-safe: the caller serialises its calls.
+    The learner is not thread-safe: the caller serialises its calls.
 
     Example::
 
@@ -152,33 +197,61 @@ class Learner:
         seed: int = 0,
         use_label_context: bool = True,
         experts: tuple[ExpertSpec, ...] = DEFAULT_EXPERTS,
-        window: int = 4,
-        lags: int = 4,
+        window: int = 6,
         n_components: int = 3,
+        latent: int = 3,
         idle_weight: float = 1.0,
         lr_floor: float = 1e-5,
         lr_ceiling: float = 1.0,
+        routing: str = "bandit",
+        replay: bool = True,
+        ewc: bool = True,
+        replay_every: int = 2,
+        replay_size: int = 32,
+        replay_weight: float = 0.1,
+        ewc_lambda: float = 1.0,
+        consolidate_every: int = 5000,
+        structure_every: int = 2,
+        feature_names: list[str] | None = None,
+        target_name: str = "target",
+        rules: Rules | None = None,
+        labels: LabelEncoder | None = None,
         router_options: dict[str, float] | None = None,
     ) -> None:
         if task not in TASKS:
+            raise LearnerError(f"task {task!r} is not supported; use one of {TASKS}")
+        if routing not in ROUTINGS:
+            raise LearnerError(f"routing {routing!r} is not one of {ROUTINGS}")
+        if (
+            n_features < 1 or max_classes < 2 or window < 2 or replay_every < 1
+            or structure_every < 1
+        ):
             raise LearnerError(
-                f"task {task!r} is not supported; use {' or '.join(TASKS)}"
-            )
-        if n_features < 1 or max_classes < 2 or window < 1 or lags < 1:
-            raise LearnerError(
-                f"n_features={n_features}, max_classes={max_classes}, window={window} "
-                f"and lags={lags} must be positive (max_classes at least 2)"
+                f"n_features={n_features}, max_classes={max_classes}, "
+                f"window={window}, replay_every={replay_every} and "
+                f"structure_every={structure_every} are out of range "
+                "(need n_features >= 1, max_classes >= 2, window >= 2)"
             )
         if not 0 < lr_floor <= lr_ceiling <= 10.0:
             raise LearnerError(
                 f"need 0 < lr_floor <= lr_ceiling <= 10, got {lr_floor}, {lr_ceiling}"
             )
+        names = list(feature_names) if feature_names is not None else None
+        if names is not None and (
+            len(names) != n_features or len(set(names)) != n_features
+        ):
+            raise LearnerError(f"need {n_features} distinct feature names, got {names}")
         self._options: dict[str, Any] = dict(
             task=task, max_classes=max_classes, top_k=top_k, seed=seed,
             use_label_context=use_label_context, experts=experts, window=window,
-            lags=lags, n_components=n_components, idle_weight=idle_weight,
-            lr_floor=lr_floor, lr_ceiling=lr_ceiling,
-            router_options=dict(router_options or {}),
+            n_components=n_components, latent=latent, idle_weight=idle_weight,
+            lr_floor=lr_floor, lr_ceiling=lr_ceiling, routing=routing,
+            replay=replay, ewc=ewc, replay_every=replay_every,
+            replay_size=replay_size, replay_weight=replay_weight,
+            ewc_lambda=ewc_lambda, consolidate_every=consolidate_every,
+            structure_every=structure_every,
+            feature_names=names, target_name=target_name, rules=rules,
+            labels=labels, router_options=dict(router_options or {}),
         )
         self.n_features = n_features
         self.task = task
@@ -187,22 +260,42 @@ class Learner:
         self.seed = seed
         self.use_label_context = use_label_context
         self.window = window
-        self.lags = lags
         self.idle_weight = idle_weight
         self.lr_floor = lr_floor
         self.lr_ceiling = lr_ceiling
+        self.routing = routing
+        self.replay = replay
+        self.ewc = ewc
+        self.replay_every = replay_every
+        self.replay_size = replay_size
+        self.replay_weight = replay_weight
+        self.consolidate_every = consolidate_every
+        self.structure_every = structure_every
+        self.feature_names = names or [f"f{i}" for i in range(n_features)]
+        self.target_name = target_name
         self.expert_names: tuple[str, ...] = tuple(spec.name for spec in experts)
         self.records = 0
+        self.batches = 0
 
         classify = task == "classification"
         self._n_outputs = max_classes if classify else 1
-        self._label_width = (max_classes if classify else 1) if use_label_context else 0
         generator = torch.Generator().manual_seed(seed)
+        self._generator = generator
         self._scaler = OnlineStandardizer(n_features)
         self._target = OnlineStandardizer(1)
+        self._context = StreamContext(
+            n_features, window=window, task=task, max_classes=max_classes,
+            use_labels=use_label_context,
+        )
+        K = self._context.label_width
         self._pca = OnlinePCA(n_features, min(n_components, n_features))
-        self._history_x = np.full((window - 1, n_features), np.nan)
-        self._history_y = np.full(lags, np.nan)
+        self._autoencoder = Autoencoder(n_features, latent=latent, generator=generator)
+        self._graph = LaggedGraph(n_features, K)
+        self._governor = Governor(
+            rules, self.feature_names, max_classes=max_classes, labels=labels
+        )
+        self._outliers = OutlierDetector(n_features)
+        self._drift = DriftMonitor(self.feature_names)
         self._class_counts = np.zeros(max_classes)
         self._seen = 0
         if n_features > _ROUTER_FEATURES:
@@ -211,22 +304,57 @@ class Learner:
             self._projection = (projection / math.sqrt(n_features)).double().numpy()
         else:
             self._projection = None
-        widths = {
-            "plain": n_features + self._label_width,
-            "geometry": self._pca.n_components + self._label_width,
-            "temporal": window * n_features + lags * self._label_width,
+        d = n_features
+        self._widths = {
+            "plain": d + K,
+            "geometry": self._pca.n_components + K,
+            "sequence": window * (d + K),
+            "latent": latent + K,
+            "causal": 2 * d + K,
         }
-        self._bank = ExpertBank(experts, widths, self._n_outputs, generator)
-        context_dim = 1 + self._label_width + min(n_features, _ROUTER_FEATURES)
+        self._bank = ExpertBank(experts, self._widths, self._n_outputs, generator)
+        self._needed = {spec.view for spec in experts}
+        context_dim = 1 + K + min(n_features, _ROUTER_FEATURES)
         self._router = Router(
             len(experts), context_dim, top_k=top_k, generator=generator,
             **dict(router_options or {}),
         )
+        self._memory = TieredMemory(
+            window * d + window + 1, latent + 2, generator=generator
+        )
+        self._schedule = MetaSchedule(len(experts))
         self._lr = {spec.name: float(spec.lr) for spec in experts}
+        strength = np.array(
+            [ewc_lambda if spec.name == "memory" and ewc else 0.0 for spec in experts]
+        )
+        self._consolidation = Consolidation(self._bank.per_element(strength))
+        self._role = {
+            role: self.expert_names.index(role) if role in self.expert_names else -1
+            for role in ("consistency", "memory", "governance")
+        }
+        self._history_experts = np.array(
+            [spec.view in _HISTORY_VIEWS for spec in experts]
+        )
         self._geometry = tuple(spec.name for spec in experts if spec.view == "geometry")
         self._window_stats = WindowStats(len(experts))
+        self._window_events = 0
+        self._quarantined = 0
+        self._excluded = 0
 
     # Prediction and learning
+
+    @property
+    def drift_active(self) -> bool:
+        """Whether the last :meth:`step` revealed a drift (read-only)."""
+        return self._drift.drift_detected
+
+    def drift_events(self) -> list[dict[str, Any]]:
+        """Drift events since the previous call, oldest first; then cleared.
+
+        Each is ``{"time": record index, "kind": "error" | "features",
+        "magnitude": float, "features": [feature names that moved]}``.
+        """
+        return [event.as_dict() for event in self._drift.take_events()]
 
     @torch.no_grad()
     def predict_many(self, X: np.ndarray) -> Prediction:
@@ -234,59 +362,96 @@ class Learner:
         X = self._check_X(X)
         if not len(X):
             return self._empty_prediction()
-        batch = self._prepare(X, None)
-        active = self._router.route(batch.context, explore=False)
-        outputs = self._bank.forward(batch.views)
-        weights = self._router.mix_weights(
-            torch.from_numpy(batch.context).float(), torch.from_numpy(active)
-        )
-        return self._predict(batch, active, outputs, weights)
+        windows, lags = self._context.windows(X, None, self._scaler)
+        codes, errors = self._autoencoder.score(torch.from_numpy(windows[:, -1]))
+        built = self._views(windows, lags, codes)
+        active = self._route(built.context, explore=False)
+        outputs = self._bank.forward(built.views)
+        weights = self._weights(built.context, active)
+        return self._predict(outputs, active, weights, errors)
 
     @torch.no_grad()
     def predict_experts(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Each expert's own prediction for every row; changes no state.
 
-        Class probabilities [n, max_classes] for classification, target
-        values [n] for regression.
+        Class probabilities [n, max_classes] for classification, values [n]
+        otherwise.
         """
         X = self._check_X(X)
         if not len(X):
             width = self.max_classes if self.task == "classification" else 0
             empty = np.zeros((0, width)) if width else np.zeros(0)
             return {name: empty.copy() for name in self.expert_names}
-        batch = self._prepare(X, None)
-        outputs = self._bank.forward(batch.views)
+        windows, lags = self._context.windows(X, None, self._scaler)
+        codes, _ = self._autoencoder.score(torch.from_numpy(windows[:, -1]))
+        outputs = self._bank.forward(self._views(windows, lags, codes).views)
         if self.task == "classification":
-            probs = torch.softmax(outputs + self._mask(self._seen), dim=2).numpy()
+            probs = torch.softmax(outputs + self._mask(), dim=2).numpy()
             return {name: probs[i] for i, name in enumerate(self.expert_names)}
-        values = outputs[:, :, 0].double().numpy()
-        values = values * float(self._target.std[0]) + float(self._target.mean[0])
+        values = self._unscale(outputs[:, :, 0].double().numpy())
         return {name: values[i] for i, name in enumerate(self.expert_names)}
 
-    def step(self, X: np.ndarray, y: np.ndarray) -> tuple[Prediction, StepReport]:
+    def step(
+        self, X: np.ndarray, y: np.ndarray | None = None
+    ) -> tuple[Prediction, StepReport]:
         """Predict every row of ``X``, then learn from ``(X, y)``.
 
         Rows whose ``y`` is unknown (negative or NaN for classification, NaN
-        for regression) are predicted but not learned.
+        for regression) are predicted but not learned; with the task
+        ``"none"`` ``y`` is ignored.
         """
         X = self._check_X(X)
+        if self.task == "none" or y is None:
+            y = np.full(len(X), np.nan)
         y = self._check_y(y, len(X))
         if not len(X):
             report = StepReport(0, 0, 0.0, 0, 0, dict.fromkeys(self.expert_names, 0.0))
             return self._empty_prediction(), report
-        batch = self._prepare(X, y)
-        active = self._router.route(batch.context, explore=True)
-        context = torch.from_numpy(batch.context).float()
-        active_t = torch.from_numpy(active)
-        outputs = self._bank.forward(batch.views)
-        weights = self._router.mix_weights(context, active_t)
-        prediction = self._predict(batch, active, outputs.detach(), weights.detach())
-        report = self._learn(batch, y, active, active_t, outputs, weights, prediction)
+        windows, lags = self._context.windows(X, y, self._scaler)
+        z = torch.from_numpy(windows[:, -1])
+        structure = self.batches % self.structure_every == 0
+        with torch.set_grad_enabled(structure):
+            codes, tracked = self._autoencoder.forward(z)
+        codes, errors = codes.detach(), tracked.detach()
+        if self.task == "none":
+            y = np.log1p(errors.double().numpy())
+        built = self._views(windows, lags, codes)
+        active = self._route(built.context, explore=True)
+        replayed = self._replay_draw()
+        views = built.views
+        if replayed is not None:
+            views = {
+                key: torch.cat([value, replayed[0].views[key]])
+                for key, value in views.items()
+            }
+        outputs = self._bank.forward(views)
+        current = outputs[:, : len(X)]
+        weights = self._weights(built.context, active)
+        prediction = self._predict(
+            current.detach(), active, weights.detach(), errors
+        )
+        report = self._learn(
+            X, y, windows, lags, built, codes, tracked if structure else None,
+            active, outputs, weights, prediction, replayed,
+        )
         return prediction, report
 
-    def learn_many(self, X: np.ndarray, y: np.ndarray) -> StepReport:
+    def learn_many(self, X: np.ndarray, y: np.ndarray | None = None) -> StepReport:
         """Learn from ``(X, y)``; :meth:`step` without the prediction."""
         return self.step(X, y)[1]
+
+    def _route(self, context: np.ndarray, *, explore: bool) -> np.ndarray:
+        if self.routing == "uniform":
+            E = len(self.expert_names)
+            return np.broadcast_to(np.arange(E), (len(context), E)).copy()
+        return self._router.route(context, explore=explore)
+
+    def _weights(self, context: np.ndarray, active: np.ndarray) -> torch.Tensor:
+        if self.routing == "uniform":
+            return torch.full(active.shape, 1.0 / active.shape[1])
+        return self._router.mix_weights(
+            torch.from_numpy(context).float(), torch.from_numpy(active)
+        )
 
     def _empty_prediction(self) -> Prediction:
         experts = np.zeros((0, self.top_k), dtype=np.int64)
@@ -298,191 +463,361 @@ class Learner:
 
     def _predict(
         self,
-        batch: _Batch,
-        active: np.ndarray,
         outputs: torch.Tensor,
+        active: np.ndarray,
         weights: torch.Tensor,
+        errors: torch.Tensor,
     ) -> Prediction:
-        anomaly = self._pca.residual(batch.z).double().numpy()
+        anomaly = errors.double().numpy()
         index = torch.from_numpy(active)
+        shown = np.ascontiguousarray(active[:, : self.top_k])
         if self.task == "classification":
-            probs = torch.softmax(outputs + self._mask(self._seen), dim=2)
-            mixed = _mix(probs, index, weights)
-            proba = mixed.numpy().astype(np.float32)
+            probs = torch.softmax(outputs + self._mask(), dim=2)
+            proba = _mix(probs, index, weights).numpy().astype(np.float32)
             labels = proba.argmax(axis=1).astype(np.int64)
-            return Prediction(labels, None, proba, active, anomaly)
+            return Prediction(labels, None, proba, shown, anomaly)
         mixed = _mix(outputs, index, weights)[:, 0].double().numpy()
-        values = mixed * float(self._target.std[0]) + float(self._target.mean[0])
-        return Prediction(None, values, None, active, anomaly)
+        values = self._governor.clip(self._unscale(mixed))
+        return Prediction(None, values, None, shown, anomaly)
+
+    def _unscale(self, values: np.ndarray) -> np.ndarray:
+        if self.task == "none":
+            return np.expm1(np.maximum(values, 0.0))
+        return values * float(self._target.std[0]) + float(self._target.mean[0])
 
     def _learn(
         self,
-        batch: _Batch,
+        X: np.ndarray,
         y: np.ndarray,
+        windows: np.ndarray,
+        lags: np.ndarray,
+        built: _Views,
+        codes: torch.Tensor,
+        tracked: torch.Tensor | None,
         active: np.ndarray,
-        active_t: torch.Tensor,
         outputs: torch.Tensor,
         weights: torch.Tensor,
         prediction: Prediction,
+        replayed: tuple[_Views, np.ndarray, np.ndarray] | None,
     ) -> StepReport:
+        """Learn a predicted batch; ``tracked`` holds the autoencoder's errors
+        with their gradient on the batches where the structure learns."""
+        n = len(X)
+        n_experts = len(self.expert_names)
         imputed_before = self._scaler.imputed
         labelled = self._labelled(y)
-        rows = np.flatnonzero(labelled)
-        n_experts = len(self.expert_names)
+        broken = self._governor.check_records(X) if self._governor.active else None
+        if broken is not None:
+            broken |= self._governor.check_targets(y, labelled, self.task)
+        else:
+            broken = np.zeros(n, dtype=bool)
+        outliers = self._outliers.flag(X)
+        self._quarantined += int(outliers.sum())
+        clean = np.flatnonzero(~broken & ~outliers)
+        reconstruction = None
+        if tracked is not None and len(clean):
+            reconstruction = tracked[torch.from_numpy(clean)].mean()
+            self._autoencoder.observe(prediction.anomaly[clean])
+        self._excluded += int((broken & labelled).sum())
+        rows = np.flatnonzero(labelled & ~broken)
         expert_sums = np.zeros(n_experts)
-        loss_sum = 0.0
-        correct = 0
         samples = np.zeros(n_experts)
+        loss_sum, correct, metric_rows = 0.0, 0, np.flatnonzero(labelled)
+        errors_seen = prediction.anomaly
+        row_losses_np = np.zeros(0)
+        if len(metric_rows) and self.task == "classification":
+            targets = y[metric_rows].astype(np.int64)
+            picked = prediction.proba[metric_rows, targets].astype(np.float64)
+            loss_sum = float(-np.log(np.maximum(picked, _PROBA_FLOOR)).sum())
+            hits = prediction.labels[metric_rows] == targets
+            correct = int(hits.sum())
+            errors_seen = (~hits).astype(np.float64)
         if len(rows):
-            rows_t = torch.from_numpy(rows)
-            if self.task == "classification":
-                targets = y[rows].astype(np.int64)
-                np.add.at(self._class_counts, targets, 1.0)
-                self._seen = max(self._seen, int(targets.max()) + 1)
-                picked = prediction.proba[rows, targets].astype(np.float64)
-                loss_sum = float(-np.log(np.maximum(picked, _PROBA_FLOOR)).sum())
-                correct = int((prediction.labels[rows] == targets).sum())
-                row_losses, mixture = self._class_losses(
-                    outputs, weights, active_t, rows_t, torch.from_numpy(targets)
-                )
-            else:
-                self._target.learn_many(y[rows, None])
-                target = torch.from_numpy(
-                    self._target.transform_many(y[rows, None])[:, 0]
-                )
-                row_losses, mixture = self._value_losses(
-                    outputs, weights, active_t, rows_t, target
-                )
-                loss_sum = float(mixture.detach().clamp(max=_LOSS_CAP).sum())
-            routed = torch.zeros((n_experts, len(rows)))
-            routed.scatter_(0, active_t[rows_t].T, 1.0)
-            row_weights = routed + self.idle_weight * (1.0 - routed)
+            target_t = self._training_targets(y, rows)
+            if replayed is not None:
+                target_t = torch.cat([target_t, torch.from_numpy(replayed[1])])
+            total = len(rows) + (0 if replayed is None else len(replayed[1]))
+            picked_out = torch.cat([outputs[:, rows], outputs[:, n:]], dim=1)
+            row_losses, plain_losses = self._row_losses(picked_out, target_t)
+            row_weights = self._row_weights(active, rows, outliers, replayed, total)
+            mixture = self._mixture_loss(
+                outputs[:, rows].detach(), weights[rows], active[rows],
+                target_t[: len(rows)],
+            )
+            if self.task != "classification":
+                scaled = mixture.detach().clamp(max=_LOSS_CAP)
+                loss_sum = float(scaled.sum())
+                errors_seen = scaled.double().numpy()
             expert_loss = (row_losses * row_weights).sum() / len(rows)
-            (expert_loss + mixture.mean()).backward()
+            total_loss = expert_loss + mixture.mean()
+            if reconstruction is not None:
+                total_loss = total_loss + reconstruction
+                reconstruction = None
+            total_loss.backward()
+            self._consolidation.penalise(self._bank.flat)
             self._bank.step()
-            self._router.step_gate()
-            detached = row_losses.detach().clamp(max=_LOSS_CAP).double().numpy()
+            if self.routing == "bandit":
+                self._router.step_gate()
+            current = plain_losses[:, : len(rows)].clamp(max=_LOSS_CAP)
+            detached = current.double().numpy()
             expert_sums = detached.sum(axis=1)
-            rewards = -np.take_along_axis(detached.T, active[rows], axis=1)
-            self._router.learn_many(batch.context[rows], active[rows], rewards)
-            samples = (row_weights > 0).sum(dim=1).double().numpy()
+            if self.routing == "bandit":
+                rewards = -np.take_along_axis(detached.T, active[rows], axis=1)
+                self._router.learn_many(built.context[rows], active[rows], rewards)
+            samples = (row_weights[:, : len(rows)] > 0).sum(dim=1).double().numpy()
+            row_losses_np = mixture.detach().double().numpy()
+            self._after_labels(rows, windows, lags, y, codes, row_losses_np)
+            self._schedule_update(expert_sums / len(rows))
 
-        self._router.count_routes(active)
-        self._pca.learn_many(batch.z)
-        self._scaler.learn_many(batch.X)
-        self._advance(batch.X, y)
-        self.records += len(batch.X)
-        routed_rows = np.bincount(active.ravel(), minlength=n_experts).astype(float)
+        if reconstruction is not None:
+            reconstruction.backward()
+        if tracked is not None and len(clean):
+            self._autoencoder.step()
+        self._router.count_routes(active[:, : self.top_k])
+        self._learn_structure(X, built.z, broken, outliers)
+        self._watch_drift(X, errors_seen, broken)
+        self._context.advance(X, y if self.task != "none" else np.full(n, np.nan))
+        self.records += n
+        self.batches += 1
+        if self.records // self.consolidate_every > (
+            self.records - n
+        ) // self.consolidate_every:
+            self._snapshot()
+        routed_rows = np.bincount(
+            active[:, : self.top_k].ravel(), minlength=n_experts
+        ).astype(float)
         self._window_stats.add(
-            len(batch.X),
-            len(rows),
-            loss_sum,
-            correct,
-            expert_sums,
-            routed_rows,
-            samples,
+            n, len(metric_rows), loss_sum, correct, expert_sums, routed_rows, samples
         )
         scale = max(len(rows), 1)
         return StepReport(
-            records=len(batch.X),
+            records=n,
             learned=len(rows),
-            loss=loss_sum / scale,
+            loss=loss_sum / max(len(metric_rows), 1),
             correct=correct,
             imputed=self._scaler.imputed - imputed_before,
             expert_losses={
                 name: float(expert_sums[i] / scale)
                 for i, name in enumerate(self.expert_names)
             },
+            excluded=int((broken & labelled).sum()),
+            quarantined=int(outliers.sum()),
+            replayed=0 if replayed is None else len(replayed[1]),
         )
 
-    def _class_losses(
-        self,
-        outputs: torch.Tensor,
-        weights: torch.Tensor,
-        active: torch.Tensor,
-        rows: torch.Tensor,
-        targets: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logp = torch.log_softmax(outputs[:, rows] + self._mask(self._seen), dim=2)
-        index = targets.view(1, -1, 1).expand(logp.shape[0], -1, 1)
-        row_losses = -logp.gather(2, index)[:, :, 0]
-        probs = logp.detach().exp()
-        mixed = _mix(probs, active[rows], weights[rows])
-        picked = mixed.gather(1, targets.view(-1, 1))[:, 0]
-        return row_losses, -torch.log(picked + _PROBA_FLOOR)
+    def _training_targets(self, y: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        if self.task == "classification":
+            targets = y[rows].astype(np.int64)
+            np.add.at(self._class_counts, targets, 1.0)
+            self._seen = max(self._seen, int(targets.max()) + 1)
+            return torch.from_numpy(targets.astype(np.float32))
+        if self.task == "none":
+            return torch.from_numpy(y[rows].astype(np.float32))
+        self._target.learn_many(y[rows, None])
+        return torch.from_numpy(self._target.transform_many(y[rows, None])[:, 0])
 
-    def _value_losses(
+    def _row_losses(
+        self, outputs: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-expert, per-row training losses [E, rows] (robust for the
+        consistency expert) and the plain prequential losses, detached."""
+        robust = self._role["consistency"]
+        if self.task == "classification":
+            logp = torch.log_softmax(outputs + self._mask(), dim=2)
+            index = target.long().view(1, -1, 1).expand(logp.shape[0], -1, 1)
+            picked = logp.gather(2, index)[:, :, 0]
+            losses = -picked
+            if robust >= 0:
+                gce = (1.0 - picked[robust].exp().pow(_GCE_Q)) / _GCE_Q
+                training = torch.cat([losses[:robust], gce[None], losses[robust + 1 :]])
+                return training, losses.detach()
+            return losses, losses.detach()
+        diff = outputs[:, :, 0] - target
+        losses = diff.pow(2)
+        if robust >= 0:
+            a = diff[robust].abs()
+            huber = torch.where(a < 1.0, a.pow(2), 2.0 * a - 1.0)
+            training = torch.cat([losses[:robust], huber[None], losses[robust + 1 :]])
+            return training, losses.detach()
+        return losses, losses.detach()
+
+    def _row_weights(
+        self,
+        active: np.ndarray,
+        rows: np.ndarray,
+        outliers: np.ndarray,
+        replayed: tuple[_Views, np.ndarray, np.ndarray] | None,
+        total: int,
+    ) -> torch.Tensor:
+        E = len(self.expert_names)
+        weights = np.full((E, total), self.idle_weight)
+        chosen = active[rows, : self.top_k]
+        weights[chosen.T, np.arange(len(rows))] = 1.0
+        if self._role["consistency"] >= 0:
+            weights[self._role["consistency"], : len(rows)][outliers[rows]] = 0.0
+        if replayed is not None:
+            weights[:, len(rows) :] = self.replay_weight
+            compressed = replayed[2]
+            block = weights[:, len(rows) :]
+            block[np.ix_(self._history_experts, compressed)] = 0.0
+            if self._role["memory"] >= 0:
+                weights[self._role["memory"], len(rows) :] = 1.0
+        return torch.from_numpy(weights.astype(np.float32))
+
+    def _mixture_loss(
         self,
         outputs: torch.Tensor,
         weights: torch.Tensor,
-        active: torch.Tensor,
-        rows: torch.Tensor,
+        active: np.ndarray,
         target: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        values = outputs[:, rows, 0]
-        row_losses = (values - target).pow(2)
-        mixed = _mix(values.detach().unsqueeze(2), active[rows], weights[rows])[:, 0]
-        return row_losses, (mixed - target).pow(2)
+    ) -> torch.Tensor:
+        index = torch.from_numpy(active)
+        if self.task == "classification":
+            probs = torch.softmax(outputs + self._mask(), dim=2)
+            mixed = _mix(probs, index, weights)
+            picked = mixed.gather(1, target.long().view(-1, 1))[:, 0]
+            return -torch.log(picked + _PROBA_FLOOR)
+        mixed = _mix(outputs, index, weights)[:, 0]
+        return (mixed - target).pow(2)
 
-    def _mask(self, seen: int) -> torch.Tensor:
+    def _mask(self) -> torch.Tensor:
         mask = torch.zeros(self._n_outputs)
-        mask[max(seen, 1) :] = _MASKED
+        if self.task != "classification":
+            return mask
+        mask[max(self._seen, 1) :] = _MASKED
+        if self._governor.rules.allowed_labels is not None:
+            mask = torch.minimum(mask, self._governor.class_mask(_MASKED))
         return mask
+
+    # Jobs of the experts
+
+    def _after_labels(
+        self,
+        rows: np.ndarray,
+        windows: np.ndarray,
+        lags: np.ndarray,
+        y: np.ndarray,
+        codes: torch.Tensor,
+        losses: np.ndarray,
+    ) -> None:
+        """Graph and memory updates from the labelled rows of a batch."""
+        z, z_prev = windows[rows, -1], windows[rows, -2]
+        encoded = self._context.encode(
+            np.stack([lags[rows, -1], y[rows]], axis=1), self._target
+        )
+        U = np.concatenate([z, z_prev, encoded[:, 0], encoded[:, 1]], axis=1)
+        self._graph.learn_many(U.astype(np.float64))
+        full = np.concatenate(
+            [windows[rows].reshape(len(rows), -1), lags[rows], y[rows, None]], axis=1
+        )
+        code_rows = np.concatenate(
+            [codes.numpy()[rows], lags[rows, -1:], y[rows, None]], axis=1
+        )
+        self._memory.add(full, code_rows, losses)
+
+    def _replay_draw(self) -> tuple[_Views, np.ndarray, np.ndarray] | None:
+        """Views, targets and compressed-row flags of a replay draw, if due."""
+        if not self.replay or self.task == "none" or self.batches % self.replay_every:
+            return None
+        drawn = self._memory.sample(self.replay_size)
+        full = np.concatenate([drawn["recent"], drawn["anchors"]])
+        codes = drawn["latent"]
+        if not len(full) + len(codes):
+            return None
+        W, d = self.window, self.n_features
+        windows = full[:, : W * d].reshape(-1, W, d)
+        lags = full[:, W * d : W * d + W].astype(np.float64)
+        targets = full[:, -1]
+        with torch.no_grad():
+            rebuilt = self._autoencoder.decode(torch.from_numpy(codes[:, :-2])).numpy()
+        code_windows = np.zeros((len(codes), W, d), dtype=np.float32)
+        code_windows[:, -1] = rebuilt
+        code_lags = np.full((len(codes), W), np.nan)
+        code_lags[:, -1] = codes[:, -2]
+        windows = np.concatenate([windows, code_windows])
+        lags = np.concatenate([lags, code_lags])
+        targets = np.concatenate([targets, codes[:, -1]]).astype(np.float64)
+        if self.task == "regression":
+            targets = self._target.transform_many(targets[:, None])[:, 0]
+        with torch.no_grad():
+            latent = self._autoencoder.encode(torch.from_numpy(windows[:, -1]))
+        built = self._views(windows, lags, latent)
+        compressed = np.arange(len(windows)) >= len(full)
+        return built, targets.astype(np.float32), compressed
+
+    def _learn_structure(
+        self, X: np.ndarray, z: torch.Tensor, broken: np.ndarray, outliers: np.ndarray
+    ) -> None:
+        """Normaliser and outlier window every batch, PCA every few batches."""
+        clean = ~broken & ~outliers
+        if clean.any():
+            self._scaler.learn_many(X[clean])
+            if self.batches % self.structure_every == 0:
+                self._pca.learn_many(z[torch.from_numpy(np.flatnonzero(clean))])
+        left_out = X[~clean]
+        valid = np.isfinite(left_out) & (np.abs(left_out) <= self._scaler.max_abs)
+        self._scaler.imputed += int(valid.size - np.count_nonzero(valid))
+        self._outliers.learn_many(X[~broken])
+
+    def _watch_drift(
+        self, X: np.ndarray, errors: np.ndarray, broken: np.ndarray
+    ) -> None:
+        event = self._drift.update(errors, X[~broken], self.records + len(X) - 1)
+        if event is not None:
+            self._window_events += 1
+            self._schedule.thaw()
+            self._apply_rates()
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        if self.ewc:
+            self._consolidation.snapshot(self._bank.flat, self._bank.optimizer.v)
+
+    def _schedule_update(self, losses: np.ndarray) -> None:
+        if self._schedule.update(losses):
+            self._apply_rates()
+
+    def _apply_rates(self) -> None:
+        base = np.array([self._lr[name] for name in self.expert_names])
+        self._bank.set_lrs(base * self._schedule.effective())
 
     # Stream context and feature views
 
-    def _prepare(self, X: np.ndarray, y: np.ndarray | None) -> _Batch:
-        X = self._check_X(X)
-        n, d = X.shape
-        raw = np.concatenate([self._history_x, X])
-        z_all = self._scaler.transform_many(raw)
-        z = torch.from_numpy(z_all[self.window - 1 :])
-        lagged = sliding_window_view(z_all, (self.window, d))[:, 0].reshape(n, -1)
-        if y is None:
-            label_lags = np.broadcast_to(self._history_y, (n, self.lags))
-        else:
-            previous = np.concatenate([self._history_y, y[:-1]])
-            label_lags = sliding_window_view(previous, self.lags)
-        last_label = self._encode_labels(label_lags[:, -1:])
-        label_t = torch.from_numpy(last_label)
-        views = {
-            "plain": torch.cat([z, label_t], 1),
-            "geometry": torch.cat([self._pca.project(z), label_t], 1),
-            "temporal": torch.from_numpy(
-                np.concatenate([lagged, self._encode_labels(label_lags)], 1)
-            ),
-        }
-        z_router = z_all[self.window - 1 :].astype(np.float64)
+    def _views(
+        self, windows: np.ndarray, lags: np.ndarray, codes: torch.Tensor
+    ) -> _Views:
+        """Every view the experts need, and the router's context."""
+        n = len(windows)
+        encoded = self._context.encode(lags, self._target)
+        last = torch.from_numpy(np.ascontiguousarray(encoded[:, -1]))
+        z_np = np.ascontiguousarray(windows[:, -1])
+        z = torch.from_numpy(z_np)
+        views: dict[str, torch.Tensor] = {}
+        needed = self._needed
+        if "plain" in needed:
+            views["plain"] = torch.cat([z, last], 1)
+        if "geometry" in needed:
+            views["geometry"] = torch.cat([self._pca.project(z), last], 1)
+        if "sequence" in needed:
+            joined = np.concatenate([windows, encoded], axis=2).reshape(n, -1)
+            views["sequence"] = torch.from_numpy(joined)
+        if "latent" in needed:
+            views["latent"] = torch.cat([codes, last], 1)
+        if "causal" in needed:
+            mask = torch.from_numpy(self._graph.parents.astype(np.float32))
+            inputs = torch.cat([z, torch.from_numpy(windows[:, -2]), last], 1)
+            views["causal"] = inputs * mask[: inputs.shape[1]]
+        z_router = z_np.astype(np.float64)
         if self._projection is not None:
             z_router = z_router @ self._projection
-        context = np.concatenate([np.ones((n, 1)), last_label, z_router], 1)
-        return _Batch(X, z, views, context)
-
-    def _encode_labels(self, values: np.ndarray) -> np.ndarray:
-        """Label context of ``values`` [n, m]: [n, m * label_width] float32."""
-        n, m = values.shape
-        if self._label_width == 0:
-            return np.zeros((n, 0), dtype=np.float32)
-        if self.task == "regression":
-            return self._target.transform_many(values.reshape(-1, 1)).reshape(n, m)
-        flat = values.reshape(-1)
-        known = np.isfinite(flat) & (flat >= 0) & (flat < self.max_classes)
-        known &= flat == np.floor(np.where(known, flat, 0.0))
-        onehot = np.zeros((n * m, self.max_classes), dtype=np.float32)
-        onehot[np.flatnonzero(known), flat[known].astype(np.int64)] = 1.0
-        return onehot.reshape(n, m * self.max_classes)
-
-    def _advance(self, X: np.ndarray, y: np.ndarray) -> None:
-        keep = self.window - 1
-        if keep:
-            self._history_x = np.concatenate([self._history_x, X])[-keep:].copy()
-        self._history_y = np.concatenate([self._history_y, y])[-self.lags :].copy()
+        context = np.concatenate([np.ones((n, 1)), encoded[:, -1], z_router], 1)
+        return _Views(views, context, z)
 
     def _labelled(self, y: np.ndarray) -> np.ndarray:
         known = np.isfinite(y)
         if self.task == "classification":
             known &= (y >= 0) & (y < self.max_classes) & (y == np.floor(y))
-        else:
+        elif self.task == "regression":
             known &= np.abs(y) <= self._target.max_abs
         return known
 
@@ -509,34 +844,10 @@ class Learner:
     # Summaries for the node
 
     def embedding(self) -> np.ndarray:
-        """A unit float32 [16] summary of the stream's distribution.
-
-        Slots 0-5 hold the running means of the raw features and slots 6-11
-        their standard deviations (features folded onto the slots by index
-        modulo 6 and averaged, each value compressed by a signed ``log1p``);
-        slots 12-15 hold the label distribution (classes folded modulo 4) or,
-        for regression, the target's compressed mean and deviation. Nodes with
-        similar streams get a cosine similarity near 1. Before any data it is
-        the constant unit vector.
-        """
-        vector = np.zeros(EMBEDDING_SIZE)
-        if self._scaler.count.any():
-            slots = np.arange(self.n_features) % 6
-            per_slot = np.maximum(np.bincount(slots, minlength=6), 1)
-            mean = np.bincount(slots, _squash(self._scaler.mean), minlength=6)
-            std = np.bincount(slots, _squash(self._scaler.std), minlength=6)
-            vector[0:6] = mean / per_slot
-            vector[6:12] = std / per_slot
-        if self.task == "classification" and self._class_counts.any():
-            folded = np.bincount(np.arange(self.max_classes) % 4, self._class_counts, 4)
-            vector[12:16] = folded / self._class_counts.sum()
-        elif self.task == "regression" and self._target.count.any():
-            vector[12] = _squash(self._target.mean)[0]
-            vector[13] = _squash(self._target.std)[0]
-        norm = float(np.linalg.norm(vector))
-        if not math.isfinite(norm) or norm == 0.0:
-            return np.full(EMBEDDING_SIZE, 1.0 / math.sqrt(EMBEDDING_SIZE), np.float32)
-        return (vector / norm).astype(np.float32)
+        """A unit float32 [16] summary of the stream (see :func:`embedding`)."""
+        return embedding(
+            self._scaler, self._target, self._class_counts, self.task, self.max_classes
+        )
 
     def usage(self) -> dict[str, float]:
         """Share of the routings each expert received; the shares sum to 1."""
@@ -552,15 +863,20 @@ class Learner:
         return self._pca.explained_variance_ratio
 
     def learning_rates(self) -> dict[str, float]:
-        """The learning rate of every expert now."""
-        return dict(self._lr)
+        """The learning rate of every expert now (coordinator rate x schedule)."""
+        scale = self._schedule.effective()
+        rates = {}
+        for i, name in enumerate(self.expert_names):
+            rate = self._lr[name] * float(scale[i])
+            rates[name] = min(max(rate, self.lr_floor), 10.0)
+        return rates
 
     def apply_meta(
         self, learning_rates: dict[str, float], router_priors: dict[str, float]
     ) -> dict[str, float]:
         """Move rates toward the coordinator's and set the router's priors.
 
-        Each rate moves at most 50 % up or down per call and stays within
+        Each base rate moves at most 50 % up or down per call and stays within
         ``[lr_floor, lr_ceiling]``; priors are clipped to [0, 1]. Unknown
         expert names and values that are not finite numbers are ignored.
         Returns the rates now in force.
@@ -571,7 +887,7 @@ class Learner:
             current = self._lr[name]
             moved = min(max(value, 0.5 * current), 1.5 * current)
             self._lr[name] = min(max(moved, self.lr_floor), self.lr_ceiling)
-            self._bank.set_lr(name, self._lr[name])
+        self._apply_rates()
         for name, value in _finite_items(router_priors):
             if name in self._lr:
                 index = self.expert_names.index(name)
@@ -583,11 +899,12 @@ class Learner:
         stats = self._window_stats
         start, end = stats.halves()
         records = max(stats.records, 1)
+        rates = self.learning_rates()
         experts = {
             name: {
-                "lr": self._lr[name],
-                "loss_start": float(start[i]),
-                "loss_end": float(end[i]),
+                "lr": rates[name],
+                "loss_start": float(min(start[i], _LOSS_CAP)),
+                "loss_end": float(min(end[i], _LOSS_CAP)),
                 "usage": min(1.0, float(stats.routed[i]) / records),
                 "samples": int(stats.samples[i]),
             }
@@ -602,21 +919,44 @@ class Learner:
             "loss": min(stats.loss_sum / labelled, _LOSS_CAP) if labelled else 0.0,
             "accuracy": accuracy,
             "experts": experts,
-            "drift": {"events": 0, "active": False},
+            "drift": {"events": self._window_events, "active": self.drift_active},
             "memory_bytes": self.memory_bytes(),
         }
         stats.reset()
+        self._window_events = 0
         return window
 
+    def replace_rules(self, rules: Rules | None) -> None:
+        """Check records against new governance rules from the next batch on.
+
+        Violation counts carry over; raises :class:`ConfigError` when the
+        rules name a feature the stream does not have, leaving the old ones.
+        """
+        self._governor = self._governor.replaced(rules)
+
+    def status(self) -> dict[str, Any]:
+        """Each expert's job output, as aggregates (never a raw value)."""
+        return status_of(self)
+
     def memory_bytes(self) -> int:
-        """Approximate bytes held by the learner's state."""
+        """Approximate bytes held by the learner's state.
+
+        It grows while the memory tiers and recent windows fill (about the
+        first 1,000 records) and is flat afterwards, as long as the caller
+        takes a window now and then (:meth:`take_window`).
+        """
         router = self._router
-        arrays = (router.S, router.b, self._history_x, self._scaler.mean)
+        arrays = (router.S, router.b, self._context.history_x, self._scaler.mean)
         return (
             self._bank.nbytes()
             + 3 * 4 * router.gate.numel()
             + sum(a.nbytes for a in arrays)
             + 4 * self._pca.components.numel()
+            + 5 * 4 * self._autoencoder.flat.numel()
+            + self._graph.outer.nbytes
+            + self._memory.nbytes()
+            + self._outliers.buffer.nbytes
+            + 2 * 4 * self._bank.flat.numel()
             + self._window_stats.nbytes()
         )
 
@@ -682,16 +1022,25 @@ class Learner:
             "format": STATE_FORMAT,
             "config": self._config(),
             "records": self.records,
+            "batches": self.batches,
             "lr": dict(self._lr),
             "scaler": self._scaler.state_dict(),
             "target": self._target.state_dict(),
             "pca": self._pca.state_dict(),
+            "autoencoder": self._autoencoder.state_dict(),
+            "graph": self._graph.state_dict(),
+            "governor": self._governor.state_dict(),
+            "outliers": self._outliers.state_dict(),
+            "drift": self._drift.state_dict(),
             "bank": self._bank.state_dict(),
             "router": self._router.state_dict(),
-            "history_x": torch.from_numpy(self._history_x.copy()),
-            "history_y": torch.from_numpy(self._history_y.copy()),
+            "memory": self._memory.state_dict(),
+            "schedule": self._schedule.state_dict(),
+            "consolidation": self._consolidation.state_dict(),
+            "context": self._context.state_dict(),
             "class_counts": torch.from_numpy(self._class_counts.copy()),
             "seen": self._seen,
+            "counters": [self._window_events, self._quarantined, self._excluded],
             "window": self._window_stats.state_dict(),
         }
 
@@ -711,30 +1060,40 @@ class Learner:
         trial = Learner(self.n_features, **self._options)
         try:
             trial._restore(state)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        except (
+            KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError
+        ) as exc:
             raise LearnerError(f"learner state is malformed: {exc!r}") from None
         self._restore(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        history_x = np.asarray(state["history_x"], dtype=np.float64).copy()
-        history_y = np.asarray(state["history_y"], dtype=np.float64).copy()
         counts = np.asarray(state["class_counts"], dtype=np.float64).copy()
-        shapes = (history_x.shape, history_y.shape, counts.shape)
-        expected = (self._history_x.shape, self._history_y.shape, (self.max_classes,))
-        if shapes != expected:
-            raise ValueError(f"stream context has shapes {shapes}; expected {expected}")
+        if counts.shape != (self.max_classes,):
+            raise ValueError(f"class counts have shape {counts.shape}")
         lr = {name: float(state["lr"][name]) for name in self.expert_names}
         self._scaler.load_state_dict(state["scaler"])
         self._target.load_state_dict(state["target"])
         self._pca.load_state_dict(state["pca"])
+        self._autoencoder.load_state_dict(state["autoencoder"])
+        self._graph.load_state_dict(state["graph"])
+        self._governor.load_state_dict(state["governor"])
+        self._outliers.load_state_dict(state["outliers"])
+        self._drift.load_state_dict(state["drift"])
         self._bank.load_state_dict(state["bank"])
         self._router.load_state_dict(state["router"])
+        self._memory.load_state_dict(state["memory"])
+        self._schedule.load_state_dict(state["schedule"])
+        self._consolidation.load_state_dict(state["consolidation"])
+        self._context.load_state_dict(state["context"])
         self._window_stats.load_state_dict(state["window"])
-        self._history_x, self._history_y = history_x, history_y
         self._class_counts = counts
         self._lr = lr
         self._seen = int(state["seen"])
+        self._window_events, self._quarantined, self._excluded = (
+            int(v) for v in state["counters"]
+        )
         self.records = int(state["records"])
+        self.batches = int(state["batches"])
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -745,8 +1104,10 @@ class Learner:
             "use_label_context": self.use_label_context,
             "experts": list(self.expert_names),
             "window": self.window,
-            "lags": self.lags,
             "n_components": self._pca.n_components,
+            "latent": self._autoencoder.latent,
+            "routing": self.routing,
+            "feature_names": list(self.feature_names),
         }
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Learner:
@@ -763,10 +1124,6 @@ def _mix(
     rows = torch.arange(n).unsqueeze(1).expand(n, k)
     chosen = values.permute(1, 0, 2)[rows, active]
     return (chosen * weights.unsqueeze(2)).sum(dim=1)
-
-
-def _squash(values: np.ndarray) -> np.ndarray:
-    return np.sign(values) * np.log1p(np.abs(values))
 
 
 def _finite_items(mapping: Any) -> list[tuple[str, float]]:

@@ -9,7 +9,9 @@ import pytest
 import sfhfe_node.gossip as gossip
 
 MODULES = [
-    "auth", "discovery", "merge", "metrics", "node", "peers", "protocol", "sendqueue"
+    "auth", "dialer", "discovery", "exchange", "fields", "handler", "ledger",
+    "links", "merge", "messages", "metrics", "node", "penalties", "peers",
+    "protocol", "sendqueue", "tensors",
 ]
 
 

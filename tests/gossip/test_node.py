@@ -123,7 +123,7 @@ async def test_nodes_dialling_each_other_keep_one_link() -> None:
     node_b.add_peer_address(f"ws://127.0.0.1:{node_a.port}")
     try:
         await until(lambda: _both_accepted(node_a, node_b, 3))
-        assert len(node_a._open) == len(node_b._open) == 1
+        assert len(node_a._links.open) == len(node_b._links.open) == 1
         assert node_a.stats()["peers"] == ["node-b"]
     finally:
         await node_a.close()

@@ -7,7 +7,7 @@ import torch
 
 from sfhfe_node.learner import DEFAULT_EXPERTS, ExpertBank, ExpertSpec
 
-WIDTHS = {"plain": 5, "geometry": 3, "temporal": 9}
+WIDTHS = {"plain": 5, "geometry": 4, "sequence": 18, "latent": 4, "causal": 7}
 
 
 def _bank(seed: int = 0) -> ExpertBank:
@@ -21,13 +21,27 @@ def _views(n: int = 8) -> dict[str, torch.Tensor]:
     }
 
 
+def _gru_alone(x: torch.Tensor, p: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
+    """A textbook GRU over the slices of ``x``, one step at a time."""
+    H = p["wh"].shape[0]
+    h = torch.zeros((x.shape[0], H))
+    for chunk in x.reshape(x.shape[0], steps, -1).unbind(1):
+        gx = chunk @ p["wx"] + p["bx"]
+        gh = h @ p["wh"] + p["bh"]
+        r = torch.sigmoid(gx[:, :H] + gh[:, :H])
+        u = torch.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+        c = torch.tanh(gx[:, 2 * H :] + r * gh[:, 2 * H :])
+        h = (1 - u) * c + u * h
+    return h @ p["w2"] + p["b2"]
+
+
 def test_same_shaped_experts_share_one_group() -> None:
-    """mlp and adaptive have equal shapes and run as one stacked group."""
+    """The six plain networks run as one stacked group, geometry with latent."""
     bank = _bank()
     sizes = sorted(len(group.members) for group in bank.groups)
-    assert sizes == [1, 1, 1, 2]
+    assert sizes == [1, 1, 2, 6]
     pairs = [group.members for group in bank.groups if len(group.members) == 2]
-    assert {bank.names[i] for i in pairs[0]} == {"mlp", "adaptive"}
+    assert {bank.names[i] for i in pairs[0]} == {"geometry", "reconstruction"}
 
 
 def test_batched_forward_matches_each_expert_alone() -> None:
@@ -38,7 +52,9 @@ def test_batched_forward_matches_each_expert_alone() -> None:
     for i, spec in enumerate(DEFAULT_EXPERTS):
         p = {k: torch.from_numpy(v) for k, v in bank.export(spec.name).items()}
         x = views[spec.view]
-        if spec.hidden == 0:
+        if spec.steps:
+            alone = _gru_alone(x, p, spec.steps)
+        elif spec.hidden == 0:
             alone = x @ p["w"] + p["b"]
         else:
             alone = torch.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
@@ -48,7 +64,7 @@ def test_batched_forward_matches_each_expert_alone() -> None:
 def test_each_expert_uses_its_own_learning_rate() -> None:
     """An expert with rate 0 keeps its weights while the others move."""
     bank = _bank()
-    bank.set_lr("adaptive", 0.0)
+    bank.set_lr("drift", 0.0)
     before = {name: bank.export(name) for name in bank.names}
     bank.forward(_views()).pow(2).sum().backward()
     bank.step()
@@ -56,7 +72,7 @@ def test_each_expert_uses_its_own_learning_rate() -> None:
         same = all(
             np.array_equal(before[name][k], v) for k, v in bank.export(name).items()
         )
-        assert same == (name == "adaptive"), name
+        assert same == (name == "drift"), name
 
 
 def test_gradient_matches_finite_differences() -> None:
@@ -87,3 +103,26 @@ def test_same_seed_gives_same_weights() -> None:
     """Initial weights depend only on the seed."""
     assert torch.equal(_bank(5).flat, _bank(5).flat)
     assert not torch.equal(_bank(5).flat, _bank(6).flat)
+
+
+def test_recurrent_gradient_matches_finite_differences() -> None:
+    """The GRU head's backward pass agrees with a finite-difference estimate."""
+    bank = ExpertBank(
+        (ExpertSpec("seq", "sequence", 3, 0.01, steps=3),),
+        {"sequence": 6},
+        2,
+        torch.Generator().manual_seed(3),
+    )
+    inputs = torch.randn((4, 6), generator=torch.Generator().manual_seed(4))
+    views = {"sequence": inputs}
+    bank.forward(views).pow(2).sum().backward()
+    analytic = bank.flat.grad.clone()
+    step = 1e-2
+    for index in (0, 7, 20, 40, len(bank.flat) - 1):
+        with torch.no_grad():
+            bank.flat[index] += step
+            up = bank.forward(views).pow(2).sum().item()
+            bank.flat[index] -= 2 * step
+            down = bank.forward(views).pow(2).sum().item()
+            bank.flat[index] += step
+        assert abs((up - down) / (2 * step) - analytic[index].item()) < 2e-2

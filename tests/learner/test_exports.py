@@ -9,6 +9,14 @@ import pytest
 import sfhfe_node.learner
 
 MODULES = [
+    "context",
+    "drift",
+    "governance",
+    "memory",
+    "meta",
+    "rules",
+    "structure",
+    "summary",
     "experts",
     "geometry",
     "labels",
