@@ -160,3 +160,53 @@ def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in result.stderr.splitlines()]
     assert entries and all({"level", "logger", "message"} <= set(e) for e in entries)
     assert any(e["logger"] == "sfhfe_node.client" for e in entries)
+
+
+def test_sighup_reloads_the_rules_file(tmp_path: Path) -> None:
+    """A client re-reads its rules on SIGHUP and keeps the old ones if the new are bad."""
+    stream = tmp_path / "s.csv"
+    stream.write_text("a,y\n" + "".join(f"{i % 7},{i % 2}\n" for i in range(200)))
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[ranges]\na = [0.0, 10.0]\n")
+    log = tmp_path / "client.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client", "--stream",
+         f"csv:{stream}", "--target", "y", "--listen", "127.0.0.1:0",
+         "--state-dir", str(tmp_path / "state"), "--rules", str(rules), "--stay",
+         "--log-file", str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def wait_log(text: str) -> None:
+        deadline = time.monotonic() + TIMEOUT * 3
+        while text not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline and process.poll() is None, text
+            time.sleep(0.1)
+
+    try:
+        wait_log("serving peers")
+        rules.write_text("[ranges]\na = [0.0, 3.0]\n")
+        process.send_signal(signal.SIGHUP)
+        wait_log("rules reloaded")
+        rules.write_text("[ranges]\nnot_a_feature = [0.0, 1.0]\n")
+        process.send_signal(signal.SIGHUP)
+        wait_log("rules not reloaded")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT * 3) == 0
+
+
+def test_journal_lines_carry_no_timestamp(tmp_path: Path) -> None:
+    """Under systemd (JOURNAL_STREAM set) log lines start with the level."""
+    stream = tmp_path / "s.csv"
+    stream.write_text("a,y\n1,0\n2,1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client", "--stream",
+         f"csv:{stream}", "--target", "y", "--listen", "127.0.0.1:0",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=TIMEOUT * 6,
+        env={**os.environ, "JOURNAL_STREAM": "8:1234"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(line.split(" ", 1)[0] in ("INFO", "WARNING") for line in lines)
