@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench_meta.py [--nodes 4] [--rows 0] [--level 0.15]
         [--window 500] [--insight-every 5] [--ablation] [--repeats 1]
-        [--stagger 0] [--json PATH]
+        [--stagger 0] [--meta-options JSON] [--data CSV] [--json PATH]
 
 Runs the same federation twice on Elec2 (``/work/shared/data/elec2.csv`` or
 ``--data``): a real coordinator process and ``--nodes`` real client
@@ -12,25 +12,40 @@ processes, client *i* learning from the *i*-th contiguous share of the rows.
 In the first run the clients apply the meta-parameters the coordinator sends
 back; in the second they run with ``--ignore-meta`` (they still upload, so
 the coordinator's load is the same). Everything else, seeds included, is
-identical, and the clients have no gossip peers, so the difference between
-the runs is the meta-parameters alone. ``--ablation`` adds two runs with the
-meta-parameters applied but only one half of the method active: "priors
-only" (no exploration and every node in the exploit set, so the rates stay
-at the clients' defaults) and "rates only" (a temperature so high that every
-prior is 1.0, which shifts every expert's score alike). These runs start the
-coordinator through this script's ``--serve`` mode to set those options; the
-two main runs use ``python -m sfhfe_node --role server`` unchanged.
+identical, and the clients have no gossip peers and ask the coordinator for
+none (``--discovery-interval 0``), so the difference between the runs is the
+meta-parameters alone. ``--meta-options`` gives the first run's coordinator
+settings (for instance ``'{"meta_first_samples": 20}'``). ``--ablation`` adds
+two runs with the meta-parameters applied but only one half of the method
+active: "priors only" (no exploration and every node in the exploit set, so
+the rates stay at the clients' defaults) and "rates only" (a temperature so
+high that every prior is 1.0, which shifts every expert's score alike).
+Runs with settings start the coordinator through this script's ``--serve``
+mode; the others use ``python -m sfhfe_node --role server`` unchanged.
 
-For each node it prints the prequential accuracy (every record predicted
-before it is learned) and the records needed to reach the stated loss level:
-the first record at which the 0-1 loss over the last ``--window`` records is
-at or below ``--level``. Then the averages over nodes. The meta runs are not
-deterministic (when each meta version reaches a node depends on timing), so
-``--repeats R`` runs every federation R times and reports means and the
-spread over runs. ``--stagger N`` starts each client only once the previous
-one has learned N records, as nodes joining a running federation do: the
-late ones get meta-parameters learned from the others from their first
-upload on. ``--json PATH`` writes every figure.
+Measurement. Each client writes one prediction per record, made before the
+record is learned. Per node the script reports the prequential accuracy
+(share of those predictions equal to the record's label, over the node's
+whole share) and the records to the loss level: the first record count
+``t >= --window`` at which the 0-1 loss (error rate) over records
+``t - window + 1 .. t`` is at or below ``--level`` (default: at most 15 %
+errors over 500 records; ``never`` if it is not reached, and the fewest
+possible is the window itself). Then the averages over nodes, and the paired
+gain: per repeat, the meta run's mean accuracy minus the ignoring run's, the
+two runs made back to back on the same code. The meta runs are not
+deterministic (when each meta version reaches a node depends on timing),
+so ``--repeats R`` runs every federation R times and reports means, the
+spread over runs and every paired gain; a gain helps only if it is larger
+than that spread. A run whose processes fail to start (a port taken between
+picking and binding it) is made again, up to three times. ``--stagger N``
+starts each client only once the previous one has learned N records, as
+nodes joining a running federation do: the late ones get meta-parameters
+learned from the others from their first upload on. ``--json PATH`` writes
+every figure.
+
+The package is imported from this script's repository; when other people
+edit the learner meanwhile, compare only the two arms of one invocation, or
+run the script from a copy of the repository taken for the measurement.
 """
 
 from __future__ import annotations
@@ -54,6 +69,7 @@ HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "elec2.csv"
 RUN_LIMIT_SECONDS = 1800
+ATTEMPTS = 3
 ABLATIONS: dict[str, dict[str, Any]] = {
     "priors_only": {"meta_explore": [1.0], "meta_top_quantile": 1.0},
     "rates_only": {"meta_temperature": 1e6},
@@ -167,6 +183,7 @@ def run_federation(
                 "--predictions", str(folder / f"p{i + 1}.jsonl"),
                 "--summary", str(folder / f"s{i + 1}.json"),
                 "--threads", "1", "--seed", "0", "--log-level", "warning",
+                "--discovery-interval", "0",
             ]
             if ignore_meta:
                 command.append("--ignore-meta")
@@ -227,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stagger", type=int, default=0,
                         help="start each client once the previous one has "
                         "learned this many records (0: all at once)")
+    parser.add_argument("--meta-options", default=None,
+                        help="coordinator settings (JSON) of the meta run, "
+                        "e.g. '{\"meta_evidence\": 8}'")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -249,24 +269,35 @@ def main(argv: list[str] | None = None) -> int:
             data.write_text("\n".join(lines) + "\n")
         labels = _labels(data, "class")
         results: dict[str, list[dict[str, Any]]] = {}
+        meta_options = json.loads(args.meta_options) if args.meta_options else None
         modes: list[tuple[str, bool, dict[str, Any] | None]] = [
-            ("meta", False, None), ("no_meta", True, None)
+            ("meta", False, meta_options), ("no_meta", True, None)
         ]
         if args.ablation:
             modes += [(name, False, options) for name, options in ABLATIONS.items()]
         for repeat in range(args.repeats):
             for mode, ignore, options in modes:
-                run_dir = folder / f"{mode}{repeat}"
                 started = time.monotonic()
-                summaries = run_federation(
-                    data,
-                    args.nodes,
-                    run_dir,
-                    ignore,
-                    args.insight_every,
-                    options,
-                    args.stagger,
-                )
+                for attempt in range(ATTEMPTS):
+                    # A port picked free can be taken before its process
+                    # binds it; such a run is started again from scratch.
+                    run_dir = folder / f"{mode}{repeat}-{attempt}"
+                    try:
+                        summaries = run_federation(
+                            data,
+                            args.nodes,
+                            run_dir,
+                            ignore,
+                            args.insight_every,
+                            options,
+                            args.stagger,
+                        )
+                        break
+                    except SystemExit as exc:
+                        if attempt == ATTEMPTS - 1:
+                            raise
+                        print(f"# {mode} run {repeat + 1} failed ({exc}); again",
+                              flush=True)
                 rows = []
                 for i, summary in enumerate(summaries):
                     first = i * len(labels) // args.nodes
@@ -319,9 +350,17 @@ def main(argv: list[str] | None = None) -> int:
         spread = f"{figures['accuracy_min']:.4f}..{figures['accuracy_max']:.4f}"
         print(f"{mode:>12} {figures['accuracy']:>14.4f} {spread:>19} "
               f"{_text(figures['to_level']):>14} {figures['reached']:>8}")
+    gains = [
+        sum(r["accuracy"] for r in meta) / len(meta)
+        - sum(r["accuracy"] for r in none) / len(none)
+        for meta, none in zip(results["meta"], results["no_meta"])
+    ]
+    print(f"\npaired gain in mean accuracy (meta - no_meta, same repeat): "
+          f"{sum(gains) / len(gains):+.4f}, per run "
+          + " ".join(f"{gain:+.4f}" for gain in gains))
     if args.json is not None:
         report = {"level": args.level, "window": args.window,
-                  "nodes": results, "mean": averages}
+                  "nodes": results, "mean": averages, "paired_gains": gains}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

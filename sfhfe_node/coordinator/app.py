@@ -83,13 +83,13 @@ class CoordinatorConfig:
             (default 8), and the largest ``k`` allowed (default 256).
         meta_min_samples, meta_max_interval, meta_min_interval,
         meta_drift_share, meta_accuracy_drop, meta_loss_rise,
-        meta_top_quantile, meta_explore, meta_temperature, lr_floor,
-        lr_ceiling, meta_seed: the :class:`MetaLearner` settings
-            ``min_samples``, ``max_interval``, ``min_interval``,
-            ``drift_share``,
+        meta_top_quantile, meta_explore, meta_evidence, meta_margin,
+        meta_first_samples, meta_temperature, lr_floor, lr_ceiling,
+        meta_seed: the :class:`MetaLearner` settings ``min_samples``,
+            ``max_interval``, ``min_interval``, ``drift_share``,
             ``accuracy_drop``, ``loss_rise``, ``top_quantile``,
-            ``explore``, ``temperature``, ``lr_floor``, ``lr_ceiling`` and
-            ``seed``.
+            ``explore``, ``evidence``, ``margin``, ``first_samples``,
+            ``temperature``, ``lr_floor``, ``lr_ceiling`` and ``seed``.
         shutdown_timeout: seconds in-flight requests get to finish on
             shutdown before they are cut, and then again the seconds the
             queued uploads get to commit before the store closes (default
@@ -126,7 +126,10 @@ class CoordinatorConfig:
     meta_accuracy_drop: float = 0.1
     meta_loss_rise: float = 0.25
     meta_top_quantile: float = 0.25
-    meta_explore: tuple[float, ...] = (0.8, 1.0, 1.25)
+    meta_explore: tuple[float, ...] = (0.7, 1.0, 1.4)
+    meta_evidence: int = 12
+    meta_margin: float = 1.0
+    meta_first_samples: int = 4
     meta_temperature: float = 0.3
     lr_floor: float = 1e-5
     lr_ceiling: float = 1.0
@@ -203,6 +206,9 @@ class CoordinatorConfig:
             loss_rise=self.meta_loss_rise,
             top_quantile=self.meta_top_quantile,
             explore=tuple(self.meta_explore),
+            evidence=self.meta_evidence,
+            margin=self.meta_margin,
+            first_samples=self.meta_first_samples,
             temperature=self.meta_temperature,
             lr_floor=self.lr_floor,
             lr_ceiling=self.lr_ceiling,

@@ -217,3 +217,86 @@ def test_priors_follow_a_running_average_of_each_node() -> None:
     learner.observe(make_insight(seq=5, experts=spike))
     priors = learner.maybe_update(1.0).router_priors
     assert priors["a"] == 1.0 and priors["b"] < 1.0
+
+
+def test_first_version_comes_after_first_samples() -> None:
+    """The first version needs only first_samples insights, later ones min_samples."""
+    learner = MetaLearner(min_samples=20, first_samples=2, min_interval=0.0)
+    population(learner, {"a": 0.01, "b": 0.02})
+    assert learner.maybe_update(0.0).version == 1
+    population(learner, {"a": 0.01, "b": 0.02}, seq=1)
+    assert learner.maybe_update(1.0) is None
+
+
+def test_each_node_tries_every_factor_in_turn() -> None:
+    """Over as many versions as factors, one node is sent every factor once."""
+    learner = MetaLearner(min_samples=1, min_interval=0.0, explore=(0.5, 1.0, 2.0))
+    seen = set()
+    for seq in range(3):
+        population(learner, {"a": 0.01}, seq=seq)
+        params = learner.maybe_update(float(seq))
+        rate = learner.for_node(params, "a").learning_rates["linear"]
+        seen.add(round(rate / params.learning_rates["linear"], 9))
+    assert seen == {0.5, 1.0, 2.0}
+
+
+def feed_credited(
+    learner: MetaLearner, seq: int, gain_of: dict[float, float], nodes: int
+) -> None:
+    """One reply then one report per node; a node's gain follows its factor.
+
+    Each report has the expert ``linear`` and a reference expert ``still``
+    that never improves, so the node's median gain is half of linear's.
+    """
+    params = learner.current
+    for i in range(nodes):
+        node_id = f"n{i}"
+        factor = 1.0
+        if params.learning_rates:
+            sent = learner.for_node(params, node_id).learning_rates["linear"]
+            factor = round(sent / params.learning_rates["linear"], 9)
+        gain = gain_of[factor] + 0.01 * ((seq + i) % 3 - 1)
+        stats = {
+            "linear": expert(0.01, loss_start=1.0, loss_end=1.0 - gain),
+            "still": expert(0.01, loss_start=1.0, loss_end=1.0),
+        }
+        learner.observe(make_insight(node_id=node_id, seq=seq, experts=stats))
+
+
+def test_rate_moves_to_the_factor_whose_nodes_gained_most() -> None:
+    """When nodes sent the higher rate gain clearly more, the rate rises by it."""
+    learner = MetaLearner(
+        min_samples=1000, first_samples=1, min_interval=0.0, max_interval=1.0,
+        explore=(0.5, 1.0, 2.0), evidence=4,
+    )
+    feed_credited(learner, 0, {0.5: 0.0, 1.0: 0.0, 2.0: 0.0}, nodes=9)
+    start = learner.maybe_update(0.0).learning_rates["linear"]
+    for seq in range(1, 3):
+        feed_credited(learner, seq, {0.5: 0.0, 1.0: 0.05, 2.0: 0.2}, nodes=9)
+    rate = learner.maybe_update(10.0).learning_rates["linear"]
+    assert rate == pytest.approx(2.0 * start)
+
+
+def test_rate_stays_without_a_clear_winner() -> None:
+    """Gains that do not differ between factors leave the rate where it is."""
+    learner = MetaLearner(
+        min_samples=1000, first_samples=1, min_interval=0.0, max_interval=1.0,
+        explore=(0.5, 1.0, 2.0), evidence=4,
+    )
+    feed_credited(learner, 0, {0.5: 0.0, 1.0: 0.0, 2.0: 0.0}, nodes=9)
+    start = learner.maybe_update(0.0).learning_rates["linear"]
+    for seq in range(1, 3):
+        feed_credited(learner, seq, {0.5: 0.1, 1.0: 0.1, 2.0: 0.1}, nodes=9)
+    assert learner.maybe_update(10.0).learning_rates["linear"] == start
+
+
+def test_rate_stays_before_every_factor_has_evidence() -> None:
+    """Too few reports per factor leave the rate where it is."""
+    learner = MetaLearner(
+        min_samples=1000, first_samples=1, min_interval=0.0, max_interval=1.0,
+        explore=(0.5, 1.0, 2.0), evidence=50,
+    )
+    feed_credited(learner, 0, {0.5: 0.0, 1.0: 0.0, 2.0: 0.0}, nodes=9)
+    start = learner.maybe_update(0.0).learning_rates["linear"]
+    feed_credited(learner, 1, {0.5: 0.0, 1.0: 0.05, 2.0: 0.2}, nodes=9)
+    assert learner.maybe_update(10.0).learning_rates["linear"] == start
