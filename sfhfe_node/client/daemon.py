@@ -33,6 +33,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import msgpack
 import torch
 from aiohttp import web
@@ -46,7 +47,7 @@ from sfhfe_node.client.session import LearningSession
 from sfhfe_node.client.files import write_atomic, write_json
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
-from sfhfe_node.errors import ConfigError, InvalidStateError
+from sfhfe_node.errors import ConfigError, InsightError, InvalidStateError
 from sfhfe_node.gossip.discovery import Discovery
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
@@ -55,7 +56,7 @@ from sfhfe_node.logs import client_log
 from sfhfe_node.security import read_cluster_key, read_token, tls_contexts
 from sfhfe_node.stream import Batch, RecordStream, parse_share
 from sfhfe_node.systemd import Notifier
-from sfhfe_node.wire.insight import make_insight
+from sfhfe_node.wire.insight import make_insight, validate_meta
 
 __all__ = ["ClientNode", "run_client"]
 
@@ -239,6 +240,8 @@ class ClientNode:
             if len(self.outbox):
                 client_log.info("%d insight(s) waiting in the outbox", len(self.outbox))
                 self.uplink.wake()
+            if not settings.ignore_meta:
+                await self._fetch_meta(token, ssl_client)
             if settings.discovery_interval > 0:
                 self.discovery = Discovery(
                     settings.server,
@@ -253,6 +256,30 @@ class ClientNode:
             client_log.warning("no --server given: insights are not uploaded")
         if self.notifier.enabled:
             self._spawn(self._heartbeat(), "heartbeat")
+
+    async def _fetch_meta(self, token: str | None, context: ssl.SSLContext | None) -> None:
+        """Start from the population's meta-parameters, if the coordinator answers.
+
+        A node that joins a running federation then uses what the others
+        learned from its first record, instead of after its first upload.
+        """
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        timeout = aiohttp.ClientTimeout(total=5.0)
+        url = self.settings.server + "/v1/meta"
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(url, headers=headers, ssl=context or True) as reply:
+                    if reply.status != 200:
+                        client_log.info("no meta-parameters at start: HTTP %d", reply.status)
+                        return
+                    document = validate_meta(await reply.json(content_type=None))
+        except InsightError as exc:
+            client_log.warning("coordinator meta-parameters refused: %s", exc)
+            return
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            client_log.info("no meta-parameters at start: %s", str(exc) or type(exc).__name__)
+            return
+        self._on_meta(document)
 
     def _open_stream(self, start: int) -> RecordStream:
         settings = self.settings

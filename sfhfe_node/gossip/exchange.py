@@ -165,10 +165,13 @@ class Exchange:
             if factor <= 0.0:
                 continue
             try:
-                await host.import_expert(expert, target, factor)
+                kept = await host.import_expert(expert, target, factor)
             except Exception:
                 gossip_log.warning("import of %s failed", expert, exc_info=True)
                 self.ledger.reject(None, "import_failed")
+                continue
+            if kept is False:
+                self.ledger.reject(None, "worse_locally")
                 continue
             self.ledger.count(None, "merges")
             gossip_log.debug(

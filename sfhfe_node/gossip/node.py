@@ -80,8 +80,12 @@ class GossipHost(Protocol):
 
     async def import_expert(
         self, expert: str, params: dict[str, np.ndarray], factor: float
-    ) -> None:
-        """Blend ``params`` into ``expert``: ``own + factor * (params - own)``."""
+    ) -> bool | None:
+        """Blend ``params`` into ``expert``: ``own + factor * (params - own)``.
+
+        A host may check the blend against its own data and undo it; it then
+        returns False and the round counts the expert as ``worse_locally``.
+        """
         ...
 
     def own_norm(self, expert: str) -> float:

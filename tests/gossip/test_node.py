@@ -264,3 +264,32 @@ async def test_node_stops_dialling_itself() -> None:
         assert gossip.stats()["known"] == {}
     finally:
         await gossip.close()
+
+
+class RefusingHost(ArrayHost):
+    """A host whose local check turns every blend down."""
+
+    async def import_expert(
+        self, expert: str, params: dict[str, np.ndarray], factor: float
+    ) -> bool:
+        return False
+
+
+async def test_blend_refused_by_host_is_counted_not_applied() -> None:
+    """A host that finds a blend worse locally keeps its weights; it is counted."""
+    refusing = RefusingHost(1, EMBEDDING)
+    node_b = _node("node-b", ArrayHost(2, [1.0, 0.4, 0.1]))
+    await node_b.start()
+    node_a = _node("node-a", refusing, [f"ws://127.0.0.1:{node_b.port}"])
+    await node_a.start()
+    before = {name: dict(params) for name, params in refusing.weights.items()}
+    try:
+        await until(
+            lambda: node_a.stats()["rejected_by_reason"].get("worse_locally", 0) > 0
+        )
+    finally:
+        await node_a.close()
+        await node_b.close()
+    for name, params in before.items():
+        for key, value in params.items():
+            np.testing.assert_array_equal(refusing.weights[name][key], value)
