@@ -3,8 +3,8 @@
 Usage::
 
     python scripts/bench_learner.py [--data DIR] [--streams elec2,shuttle]
-        [--batch 32] [--seed 0] [--limit N] [--quick] [--no-river]
-        [--json PATH]
+        [--batch 32] [--seed 0] [--more-seeds 1,2] [--limit N] [--quick]
+        [--no-river] [--json PATH]
 
 Runs every row test-then-train over the same records, in this process, one
 after the other, and prints one table per stream: accuracy, balanced
@@ -17,7 +17,9 @@ no-change and majority baselines; River's adaptive random forest, Hoeffding
 adaptive tree and logistic regression, each given the previous label as a
 feature (skipped when River is not installed); and the per-record design the
 batched bank replaces (ten MLP experts, the top three updated by Adam one
-record at a time). ``--quick`` runs 2,000 records per stream.
+record at a time). ``--more-seeds`` adds a row ``full:seed=S`` per listed
+seed, the full learner seeded with S. ``--quick`` runs 2,000 records per
+stream.
 """
 
 from __future__ import annotations
@@ -240,10 +242,14 @@ def bench_stream(
         (f"expert:{spec.name}", {"experts": (spec,), "top_k": 1})
         for spec in DEFAULT_EXPERTS
     ]
+    seeds = {row_name: args.seed for row_name, _ in learners}
+    for seed in args.more_seeds:
+        learners.append((f"full:seed={seed}", {}))
+        seeds[f"full:seed={seed}"] = seed
     for row_name, options in learners:
         run_probes = probes if row_name == "full" else None
         predicted, seconds = run_learner(
-            X, y, names, args.batch, args.seed, options, run_probes
+            X, y, names, args.batch, seeds[row_name], options, run_probes
         )
         rows.append(_row(row_name, y, predicted, seconds))
         _progress(rows[-1])
@@ -292,6 +298,13 @@ def print_table(name: str, result: dict[str, Any]) -> None:
         print(f"\nfull learner resident memory by records: {result['full_rss_mb']}")
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of seeds: {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every stream, print the tables, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -299,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--more-seeds", type=_seed_list, default=[],
+        help="comma-separated seeds of extra full-learner rows",
+    )
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-river", action="store_true")

@@ -259,7 +259,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("discovery_interval", _seconds, 60.0,
             "seconds between asks for peers at the coordinator (0: never)",
             ("client",)),
-    Setting("top_k", _positive_int, 3, "experts active per record", ("client",)),
+    Setting("top_k", _positive_int, 4, "experts active per record", ("client",)),
     Setting("seed", _count, 0, "random seed of the learner", ("client",)),
     Setting("rate", _rate, 0.0, "most records per second (0: as fast as possible)",
             ("client",)),

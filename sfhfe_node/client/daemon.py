@@ -47,7 +47,7 @@ from sfhfe_node.client.session import LearningSession
 from sfhfe_node.client.files import write_atomic, write_json
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
-from sfhfe_node.errors import ConfigError, InsightError, InvalidStateError
+from sfhfe_node.errors import ConfigError, InsightError, InvalidStateError, LearnerError
 from sfhfe_node.gossip.discovery import Discovery
 from sfhfe_node.gossip.node import GossipNode
 from sfhfe_node.learner import LabelEncoder, Learner
@@ -300,7 +300,13 @@ class ClientNode:
                 f"the stream's columns differ from those of the checkpoint in "
                 f"{self.state_dir}; move checkpoint.bin away to start afresh"
             )
-        self.session.load_state_dict(checkpoint)
+        try:
+            self.session.load_state_dict(checkpoint)
+        except (LearnerError, KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"checkpoint in {self.state_dir} does not fit this version's learner "
+                f"({exc}); move checkpoint.bin away to start afresh"
+            ) from None
         self.batches = int(checkpoint["batches"])
         self.meta_version = int(checkpoint["meta_version"])
         self.resumed_from = int(checkpoint["position"])

@@ -4,6 +4,12 @@ The gossip node lives on the event loop; the learner belongs to its worker
 thread. :class:`LearnerHost` bridges the two: cheap reads (embedding, usage,
 norms) are copies the learner thread refreshes after each batch, and weight
 exports and imports are queued on the learner thread, between two batches.
+
+An import is checked against the node's own recent records: the blend is
+kept only if the mixture's loss on them does not rise by more than
+``tolerance``; otherwise the expert's weights are put back. Peers
+whose data differ (other sites, other periods) can then help where they
+agree and cannot pull the node away where they do not.
 """
 
 from __future__ import annotations
@@ -22,9 +28,19 @@ __all__ = ["LearnerHost"]
 class LearnerHost:
     """Serve ``learner`` to the gossip node through ``executor`` (one thread)."""
 
-    def __init__(self, learner: Learner, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        learner: Learner,
+        executor: ThreadPoolExecutor,
+        *,
+        tolerance: float = 0.0,
+    ) -> None:
         self._learner = learner
         self._executor = executor
+        self.tolerance = tolerance
+        self.kept = 0
+        self.undone = 0
+        self._score: tuple[int, float] | None = None
         self._spec = learner.weight_spec()
         self._norms: dict[str, float] = {}
         self.refresh()
@@ -70,11 +86,34 @@ class LearnerHost:
 
     async def import_expert(
         self, expert: str, params: dict[str, np.ndarray], factor: float
-    ) -> None:
+    ) -> bool:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._executor, self._learner.blend_expert, expert, params, factor
+        return await loop.run_in_executor(
+            self._executor, self._import_checked, expert, params, factor
         )
+
+    def _import_checked(
+        self, expert: str, params: dict[str, np.ndarray], factor: float
+    ) -> bool:
+        """Blend, score on recent records, undo if worse (learner thread)."""
+        learner = self._learner
+        before = self._recent_score()
+        saved = learner.export_expert(expert)
+        learner.blend_expert(expert, params, factor)
+        after = learner.score_recent()
+        if math.isfinite(before) and not after <= before * (1.0 + self.tolerance):
+            learner.blend_expert(expert, saved, 1.0)
+            self.undone += 1
+            return False
+        self._score = (int(learner.records), after)
+        self.kept += 1
+        return True
+
+    def _recent_score(self) -> float:
+        # The score after the last kept import stands until the learner learns.
+        if self._score is not None and self._score[0] == int(self._learner.records):
+            return self._score[1]
+        return self._learner.score_recent()
 
     def _export(self, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
         exported = {name: self._learner.export_expert(name) for name in names}

@@ -171,7 +171,7 @@ class Exchange:
                 self.ledger.reject(None, "import_failed")
                 continue
             if kept is False:
-                self.ledger.reject(None, "worse_locally")
+                self.ledger.count(None, "undone")
                 continue
             self.ledger.count(None, "merges")
             gossip_log.debug(

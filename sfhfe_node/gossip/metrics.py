@@ -24,6 +24,8 @@ _NODE = (
     ("rounds", "sfhfe_gossip_rounds_total", "counter", "exchange rounds"),
     ("merges", "sfhfe_gossip_merges_total", "counter",
      "experts blended from combined peer updates"),
+    ("undone", "sfhfe_gossip_merges_undone_total", "counter",
+     "merges undone because they raised the loss on local records"),
 )
 
 _PEER = (

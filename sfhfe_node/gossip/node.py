@@ -84,7 +84,7 @@ class GossipHost(Protocol):
         """Blend ``params`` into ``expert``: ``own + factor * (params - own)``.
 
         A host may check the blend against its own data and undo it; it then
-        returns False and the round counts the expert as ``worse_locally``.
+        returns False and the round counts the merge as ``undone``.
         """
         ...
 
@@ -400,6 +400,7 @@ class GossipNode:
             "bytes_received": totals["bytes_received"],
             "rounds": self._exchange.round,
             "merges": totals["merges"],
+            "undone": totals["undone"],
             "authenticated": self.cluster_key is not None,
             "peers": [peer for peer in self._table.selected if peer in linked],
             "known": self._ledger.view(roles),

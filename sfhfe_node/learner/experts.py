@@ -61,8 +61,9 @@ class ExpertSpec:
 DEFAULT_EXPERTS: tuple[ExpertSpec, ...] = (
     # a head on the online principal components of the record
     ExpertSpec("geometry", "geometry", 16, 0.01),
-    # a GRU over the last records and labels (the stream's autocorrelation)
-    ExpertSpec("temporal", "sequence", 16, 0.01, steps=6),
+    # a GRU over the last records and labels (the stream's autocorrelation);
+    # the moving-average trends of the other views carry the longer horizons
+    ExpertSpec("temporal", "sequence", 8, 0.01, steps=2),
     # a head on the autoencoder's latent code of the record
     ExpertSpec("reconstruction", "latent", 16, 0.01),
     # a linear model of the target's parents in the lagged dependency graph
@@ -126,6 +127,12 @@ class ExpertBank:
             for offset, shape in group.params.values()
         )
         self.flat = torch.zeros(size)
+        # the flat vector is the concatenation of every group's parameters
+        self._sizes = [
+            math.prod(shape) * len(group.members)
+            for group in self.groups
+            for _, shape in group.params.values()
+        ]
         self._init_weights(generator)
         self.flat.requires_grad_(True)
         self.optimizer = FlatAdam(self.flat)
@@ -206,47 +213,60 @@ class ExpertBank:
         group, slot = self._locate(name)
         return {pname: self._stacked(group, pname)[slot] for pname in group.params}
 
+    def _unpacked(self) -> list[dict[str, torch.Tensor]]:
+        """Every group's stacked parameters, cut from the flat vector in one op.
+
+        One split (rather than a slice per parameter) keeps the backward pass
+        to a single scatter of the gradient into the flat vector.
+        """
+        parts = iter(self.flat.split(self._sizes))
+        return [
+            {
+                pname: next(parts).view(len(group.members), *shape)
+                for pname, (_, shape) in group.params.items()
+            }
+            for group in self.groups
+        ]
+
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
         """Outputs of every expert, [n_experts, n, n_outputs], in spec order."""
         outputs = []
-        for group in self.groups:
+        for group, p in zip(self.groups, self._unpacked()):
             inputs = [views[self.specs[i].view] for i in group.members]
             if all(x is inputs[0] for x in inputs):
                 X = inputs[0].unsqueeze(0).expand(len(inputs), -1, -1)
             else:
                 X = torch.stack(inputs)
             if group.steps:
-                outputs.append(self._recurrent(group, X))
+                outputs.append(self._recurrent(group, X, p))
             elif group.hidden == 0:
-                w, b = self._stacked(group, "w"), self._stacked(group, "b")
-                outputs.append(torch.baddbmm(b.unsqueeze(1), X, w))
+                outputs.append(torch.baddbmm(p["b"].unsqueeze(1), X, p["w"]))
             else:
-                w1, b1 = self._stacked(group, "w1"), self._stacked(group, "b1")
-                w2, b2 = self._stacked(group, "w2"), self._stacked(group, "b2")
-                hidden = torch.tanh(torch.baddbmm(b1.unsqueeze(1), X, w1))
-                outputs.append(torch.baddbmm(b2.unsqueeze(1), hidden, w2))
+                hidden = torch.tanh(torch.baddbmm(p["b1"].unsqueeze(1), X, p["w1"]))
+                outputs.append(torch.baddbmm(p["b2"].unsqueeze(1), hidden, p["w2"]))
         joined = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return joined.index_select(0, self._unsort)
 
-    def _recurrent(self, group: _Group, X: torch.Tensor) -> torch.Tensor:
+    def _recurrent(
+        self, group: _Group, X: torch.Tensor, p: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         count, n, _ = X.shape
         H = group.hidden
         sequence = X.reshape(count, n * group.steps, -1)
-        bx, bh = self._stacked(group, "bx"), self._stacked(group, "bh")
-        wx, wh = self._stacked(group, "wx"), self._stacked(group, "wh")
-        gates_x = torch.baddbmm(bx.unsqueeze(1), sequence, wx)
+        bh, wh = p["bh"].unsqueeze(1), p["wh"]
+        gates_x = torch.baddbmm(p["bx"].unsqueeze(1), sequence, p["wx"])
         gates_x = gates_x.view(count, n, group.steps, 3 * H)
         state = X.new_zeros((count, n, H))
         for step in range(group.steps):
             gx = gates_x[:, :, step]
-            gh = torch.baddbmm(bh.unsqueeze(1), state, wh)
+            # the state starts at zero, where its product with wh is the bias
+            gh = torch.baddbmm(bh, state, wh) if step else bh.expand(-1, n, -1)
             gates = torch.sigmoid(gx[..., : 2 * H] + gh[..., : 2 * H])
             reset, update = gates[..., :H], gates[..., H:]
             fresh = torch.addcmul(gx[..., 2 * H :], reset, gh[..., 2 * H :])
             candidate = torch.tanh(fresh)
             state = torch.lerp(candidate, state, update)
-        w2, b2 = self._stacked(group, "w2"), self._stacked(group, "b2")
-        return torch.baddbmm(b2.unsqueeze(1), state, w2)
+        return torch.baddbmm(p["b2"].unsqueeze(1), state, p["w2"])
 
     def step(self) -> None:
         """Apply the gradient accumulated in the flat vector."""
@@ -295,10 +315,15 @@ class ExpertBank:
 
     @torch.no_grad()
     def blend(self, name: str, params: dict[str, np.ndarray], factor: float) -> None:
-        """``own = (1 - factor) own + factor params``; inputs must be checked."""
+        """``own = (1 - factor) own + factor params``; inputs must be checked.
+
+        A weight equal to its peer's stays bit for bit as it was, so that
+        blending in an expert's own weights changes nothing.
+        """
         for pname, tensor in self._slices(name).items():
             other = torch.from_numpy(params[pname])
-            tensor.mul_(1.0 - factor).add_(other, alpha=factor)
+            mixed = tensor * (1.0 - factor) + other * factor
+            tensor.copy_(torch.where(other == tensor, tensor, mixed))
 
     def nbytes(self) -> int:
         """Bytes held by the weights and the optimiser state."""

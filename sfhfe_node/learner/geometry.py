@@ -97,6 +97,8 @@ class OnlinePCA:
         own = self.components.double().numpy()
         other = np.asarray(components, dtype=np.float64)
         signs = np.where((own * other).sum(axis=0) < 0, -1.0, 1.0)
+        if np.array_equal(other * signs, own):
+            return  # blending in the same components changes nothing
         mixed = (1.0 - factor) * own + factor * other * signs
         if np.isfinite(mixed).all() and np.linalg.matrix_rank(mixed) == mixed.shape[1]:
             self.components = torch.from_numpy(_orthonormal(mixed)).to(torch.float32)

@@ -27,7 +27,7 @@ from sfhfe_node.learner.window import WindowStats
 
 __all__ = ["Learner", "Prediction", "StepReport", "EMBEDDING_SIZE", "STATE_FORMAT"]
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 TASKS = ("classification", "regression", "none")
 ROUTINGS = ("bandit", "uniform")
 
@@ -89,6 +89,7 @@ class _Views:
     views: dict[str, torch.Tensor]
     context: np.ndarray
     z: torch.Tensor
+    trends: np.ndarray
 
 
 class Learner:
@@ -96,15 +97,19 @@ class Learner:
 
     Each batch is checked against the governance rules, standardised online
     (:class:`OnlineStandardizer`) and given its stream context (the last
-    ``window`` records and labels, :class:`StreamContext`). The context is
-    turned into feature views: the record with the previous label
-    (``plain``); its principal components (``geometry``, :class:`OnlinePCA`);
-    the record window with its labels (``sequence``, for the GRU); the
-    autoencoder's latent code (``latent``, :class:`Autoencoder`); and the
-    target's parents in the lagged dependency graph (``causal``,
-    :class:`LaggedGraph`). Every expert scores every row in one batched pass
-    (:class:`ExpertBank`); a contextual bandit (:class:`Router`) activates
-    ``top_k`` experts per row and a gate mixes them.
+    ``window`` records and labels, and the record's deviation from moving
+    averages of the stream over 4, 16 and 64 records: its *trends*,
+    :class:`StreamContext`). The context is turned into feature views: the
+    record with its trends and the previous label (``plain``); its principal
+    components with the same (``geometry``, :class:`OnlinePCA`); the record
+    window with its labels (``sequence``, for the GRU); the autoencoder's
+    latent code with the trends and the previous label (``latent``,
+    :class:`Autoencoder`); and the target's parents in the lagged dependency
+    graph (``causal``, :class:`LaggedGraph`). Every expert scores every row
+    in one batched pass (:class:`ExpertBank`); a contextual bandit
+    (:class:`Router`) activates ``top_k`` experts per row and a gate mixes
+    them. :meth:`score_recent` measures the mixture on the recent memory tier
+    without learning.
 
     Training: every expert learns from every labelled row (weight 1 where it
     was routed, ``idle_weight`` elsewhere) in one backward pass, plus a replay
@@ -131,16 +136,17 @@ class Learner:
             when unknown) or ``"none"`` (``y`` is ignored and may be omitted;
             the experts learn to expect each record's anomaly score).
         max_classes: width of every classifier's output (default 16).
-        top_k: experts active per row (default 3). More makes the mixture
+        top_k: experts active per row (default 4). More makes the mixture
             smoother, fewer specialises more.
         seed: seeds weights, router draws and memory sampling; two learners
             with the same seed and stream compute the same numbers.
         use_label_context: feed previous labels to the experts (default True).
         experts: the expert specs (default :data:`DEFAULT_EXPERTS`).
         window: records and labels in each row's context, current record
-            included (default 6, the temporal expert's
-            ``steps``). Longer gives the temporal expert more
-            history at a cost linear in it.
+            included (default 4, twice the temporal expert's ``steps``). Longer
+            gives the temporal expert more history at a cost linear in it;
+            horizons beyond it reach the experts as moving-average trends
+            (:class:`StreamContext`).
         n_components: principal components (default 3, at most n_features).
         latent: autoencoder code width (default 3).
         idle_weight: loss weight of rows not routed to an expert (default 1).
@@ -151,15 +157,16 @@ class Learner:
         replay: replay memory rows into training (default True).
         ewc: hold the memory expert to its consolidated weights (default
             True).
-        replay_every, replay_size: cadence in batches (default 2) and rows
-            per replay draw (default 32).
+        replay_every, replay_size: cadence in batches (default 4) and rows
+            per replay draw (default 32). A shorter cadence rehearses more
+            and costs up to twice the training work per batch.
         replay_weight: loss weight of replayed rows for the experts other
             than the memory expert (default 0.1).
         ewc_lambda: EWC strength on the memory expert (default 1.0).
         consolidate_every: records between two EWC snapshots besides the
             ones taken at drifts (default 5000).
         structure_every: batches between two updates of the PCA and the
-            autoencoder (default 2); the normaliser learns every batch.
+            autoencoder (default 4); the normaliser learns every batch.
             Higher is faster and follows the stream's structure more slowly.
         feature_names: names of the columns, for drift events, rules and
             the causal graph (default ``f0``, ``f1``, ...).
@@ -193,11 +200,11 @@ class Learner:
         *,
         task: str = "classification",
         max_classes: int = 16,
-        top_k: int = 3,
+        top_k: int = 4,
         seed: int = 0,
         use_label_context: bool = True,
         experts: tuple[ExpertSpec, ...] = DEFAULT_EXPERTS,
-        window: int = 6,
+        window: int = 4,
         n_components: int = 3,
         latent: int = 3,
         idle_weight: float = 1.0,
@@ -206,12 +213,12 @@ class Learner:
         routing: str = "bandit",
         replay: bool = True,
         ewc: bool = True,
-        replay_every: int = 2,
+        replay_every: int = 4,
         replay_size: int = 32,
         replay_weight: float = 0.1,
         ewc_lambda: float = 1.0,
         consolidate_every: int = 5000,
-        structure_every: int = 2,
+        structure_every: int = 4,
         feature_names: list[str] | None = None,
         target_name: str = "target",
         rules: Rules | None = None,
@@ -304,12 +311,12 @@ class Learner:
             self._projection = (projection / math.sqrt(n_features)).double().numpy()
         else:
             self._projection = None
-        d = n_features
+        d, T = n_features, self._context.trend_width
         self._widths = {
-            "plain": d + K,
-            "geometry": self._pca.n_components + K,
+            "plain": d + T + K,
+            "geometry": self._pca.n_components + T + K,
             "sequence": window * (d + K),
-            "latent": latent + K,
+            "latent": latent + T + K,
             "causal": 2 * d + K,
         }
         self._bank = ExpertBank(experts, self._widths, self._n_outputs, generator)
@@ -320,7 +327,7 @@ class Learner:
             **dict(router_options or {}),
         )
         self._memory = TieredMemory(
-            window * d + window + 1, latent + 2, generator=generator
+            window * d + T + window + 1, latent + T + 2, generator=generator
         )
         self._schedule = MetaSchedule(len(experts))
         self._lr = {spec.name: float(spec.lr) for spec in experts}
@@ -332,6 +339,7 @@ class Learner:
             role: self.expert_names.index(role) if role in self.expert_names else -1
             for role in ("consistency", "memory", "governance")
         }
+        self._robust_index = torch.tensor([max(self._role["consistency"], 0)])
         self._history_experts = np.array(
             [spec.view in _HISTORY_VIEWS for spec in experts]
         )
@@ -363,8 +371,9 @@ class Learner:
         if not len(X):
             return self._empty_prediction()
         windows, lags = self._context.windows(X, None, self._scaler)
+        trends, _ = self._context.trends(X, self._scaler)
         codes, errors = self._autoencoder.score(torch.from_numpy(windows[:, -1]))
-        built = self._views(windows, lags, codes)
+        built = self._views(windows, lags, codes, trends)
         active = self._route(built.context, explore=False)
         outputs = self._bank.forward(built.views)
         weights = self._weights(built.context, active)
@@ -383,8 +392,10 @@ class Learner:
             empty = np.zeros((0, width)) if width else np.zeros(0)
             return {name: empty.copy() for name in self.expert_names}
         windows, lags = self._context.windows(X, None, self._scaler)
+        trends, _ = self._context.trends(X, self._scaler)
         codes, _ = self._autoencoder.score(torch.from_numpy(windows[:, -1]))
-        outputs = self._bank.forward(self._views(windows, lags, codes).views)
+        built = self._views(windows, lags, codes, trends)
+        outputs = self._bank.forward(built.views)
         if self.task == "classification":
             probs = torch.softmax(outputs + self._mask(), dim=2).numpy()
             return {name: probs[i] for i, name in enumerate(self.expert_names)}
@@ -408,6 +419,7 @@ class Learner:
             report = StepReport(0, 0, 0.0, 0, 0, dict.fromkeys(self.expert_names, 0.0))
             return self._empty_prediction(), report
         windows, lags = self._context.windows(X, y, self._scaler)
+        trends, ema = self._context.trends(X, self._scaler)
         z = torch.from_numpy(windows[:, -1])
         structure = self.batches % self.structure_every == 0
         with torch.set_grad_enabled(structure):
@@ -415,7 +427,7 @@ class Learner:
         codes, errors = codes.detach(), tracked.detach()
         if self.task == "none":
             y = np.log1p(errors.double().numpy())
-        built = self._views(windows, lags, codes)
+        built = self._views(windows, lags, codes, trends)
         active = self._route(built.context, explore=True)
         replayed = self._replay_draw()
         views = built.views
@@ -432,13 +444,36 @@ class Learner:
         )
         report = self._learn(
             X, y, windows, lags, built, codes, tracked if structure else None,
-            active, outputs, weights, prediction, replayed,
+            active, outputs, weights, prediction, replayed, ema,
         )
         return prediction, report
 
     def learn_many(self, X: np.ndarray, y: np.ndarray | None = None) -> StepReport:
         """Learn from ``(X, y)``; :meth:`step` without the prediction."""
         return self.step(X, y)[1]
+
+    @torch.no_grad()
+    def score_recent(self) -> float:
+        """Mean mixture loss on the rows of the recent memory tier, now.
+
+        The loss is the one :class:`StepReport` reports (log-loss, or squared
+        error in standardised target units), computed with the current
+        weights and routing and without changing any state; NaN while the
+        tier is empty. Comparing it before and after :meth:`blend_expert`
+        tells whether a peer's weights suit the local stream.
+        """
+        full = self._memory.rows["recent"]
+        if not len(full):
+            return math.nan
+        windows, trends, lags, targets = self._split_rows(full)
+        codes = self._autoencoder.encode(torch.from_numpy(windows[:, -1]))
+        built = self._views(windows, lags, codes, trends)
+        active = self._route(built.context, explore=False)
+        outputs = self._bank.forward(built.views)
+        weights = self._weights(built.context, active)
+        target_t = torch.from_numpy(targets.astype(np.float32))
+        losses = self._mixture_loss(outputs, weights, active, target_t)
+        return float(losses.clamp(max=_LOSS_CAP).double().mean())
 
     def _route(self, context: np.ndarray, *, explore: bool) -> np.ndarray:
         if self.routing == "uniform":
@@ -499,9 +534,11 @@ class Learner:
         weights: torch.Tensor,
         prediction: Prediction,
         replayed: tuple[_Views, np.ndarray, np.ndarray] | None,
+        ema: np.ndarray,
     ) -> StepReport:
         """Learn a predicted batch; ``tracked`` holds the autoencoder's errors
-        with their gradient on the batches where the structure learns."""
+        with their gradient on the batches where the structure learns, and
+        ``ema`` the moving averages after the batch."""
         n = len(X)
         n_experts = len(self.expert_names)
         imputed_before = self._scaler.imputed
@@ -537,12 +574,17 @@ class Learner:
             if replayed is not None:
                 target_t = torch.cat([target_t, torch.from_numpy(replayed[1])])
             total = len(rows) + (0 if replayed is None else len(replayed[1]))
-            picked_out = torch.cat([outputs[:, rows], outputs[:, n:]], dim=1)
+            if len(rows) == n:  # every row learns: slices instead of gathers
+                picked_out, learned = outputs, outputs[:, :n]
+                gate, routed = weights, active
+            else:
+                learned = outputs[:, rows]
+                picked_out = torch.cat([learned, outputs[:, n:]], dim=1)
+                gate, routed = weights[rows], active[rows]
             row_losses, plain_losses = self._row_losses(picked_out, target_t)
             row_weights = self._row_weights(active, rows, outliers, replayed, total)
             mixture = self._mixture_loss(
-                outputs[:, rows].detach(), weights[rows], active[rows],
-                target_t[: len(rows)],
+                learned.detach(), gate, routed, target_t[: len(rows)]
             )
             if self.task != "classification":
                 scaled = mixture.detach().clamp(max=_LOSS_CAP)
@@ -562,11 +604,13 @@ class Learner:
             detached = current.double().numpy()
             expert_sums = detached.sum(axis=1)
             if self.routing == "bandit":
-                rewards = -np.take_along_axis(detached.T, active[rows], axis=1)
-                self._router.learn_many(built.context[rows], active[rows], rewards)
+                rewards = -np.take_along_axis(detached.T, routed, axis=1)
+                self._router.learn_many(built.context[rows], routed, rewards)
             samples = (row_weights[:, : len(rows)] > 0).sum(dim=1).double().numpy()
             row_losses_np = mixture.detach().double().numpy()
-            self._after_labels(rows, windows, lags, y, codes, row_losses_np)
+            self._after_labels(
+                rows, windows, lags, y, codes, built.trends, row_losses_np
+            )
             self._schedule_update(expert_sums / len(rows))
 
         if reconstruction is not None:
@@ -576,7 +620,8 @@ class Learner:
         self._router.count_routes(active[:, : self.top_k])
         self._learn_structure(X, built.z, broken, outliers)
         self._watch_drift(X, errors_seen, broken)
-        self._context.advance(X, y if self.task != "none" else np.full(n, np.nan))
+        labels = y if self.task != "none" else np.full(n, np.nan)
+        self._context.advance(X, labels, ema)
         self.records += n
         self.batches += 1
         if self.records // self.consolidate_every > (
@@ -628,16 +673,16 @@ class Learner:
             picked = logp.gather(2, index)[:, :, 0]
             losses = -picked
             if robust >= 0:
-                gce = (1.0 - picked[robust].exp().pow(_GCE_Q)) / _GCE_Q
-                training = torch.cat([losses[:robust], gce[None], losses[robust + 1 :]])
+                gce = (1.0 - picked[robust : robust + 1].exp().pow(_GCE_Q)) / _GCE_Q
+                training = losses.index_copy(0, self._robust_index, gce)
                 return training, losses.detach()
             return losses, losses.detach()
         diff = outputs[:, :, 0] - target
         losses = diff.pow(2)
         if robust >= 0:
-            a = diff[robust].abs()
+            a = diff[robust : robust + 1].abs()
             huber = torch.where(a < 1.0, a.pow(2), 2.0 * a - 1.0)
-            training = torch.cat([losses[:robust], huber[None], losses[robust + 1 :]])
+            training = losses.index_copy(0, self._robust_index, huber)
             return training, losses.detach()
         return losses, losses.detach()
 
@@ -698,6 +743,7 @@ class Learner:
         lags: np.ndarray,
         y: np.ndarray,
         codes: torch.Tensor,
+        trends: np.ndarray,
         losses: np.ndarray,
     ) -> None:
         """Graph and memory updates from the labelled rows of a batch."""
@@ -707,11 +753,12 @@ class Learner:
         )
         U = np.concatenate([z, z_prev, encoded[:, 0], encoded[:, 1]], axis=1)
         self._graph.learn_many(U.astype(np.float64))
+        window_rows = windows[rows].reshape(len(rows), -1)
         full = np.concatenate(
-            [windows[rows].reshape(len(rows), -1), lags[rows], y[rows, None]], axis=1
+            [window_rows, trends[rows], lags[rows], y[rows, None]], axis=1
         )
         code_rows = np.concatenate(
-            [codes.numpy()[rows], lags[rows, -1:], y[rows, None]], axis=1
+            [codes.numpy()[rows], trends[rows], lags[rows, -1:], y[rows, None]], axis=1
         )
         self._memory.add(full, code_rows, losses)
 
@@ -725,25 +772,41 @@ class Learner:
         if not len(full) + len(codes):
             return None
         W, d = self.window, self.n_features
-        windows = full[:, : W * d].reshape(-1, W, d)
-        lags = full[:, W * d : W * d + W].astype(np.float64)
-        targets = full[:, -1]
+        T, L = self._context.trend_width, self._autoencoder.latent
+        windows, trends, lags, targets = self._split_rows(full, scaled=False)
         with torch.no_grad():
-            rebuilt = self._autoencoder.decode(torch.from_numpy(codes[:, :-2])).numpy()
+            rebuilt = self._autoencoder.decode(torch.from_numpy(codes[:, :L])).numpy()
         code_windows = np.zeros((len(codes), W, d), dtype=np.float32)
         code_windows[:, -1] = rebuilt
         code_lags = np.full((len(codes), W), np.nan)
         code_lags[:, -1] = codes[:, -2]
         windows = np.concatenate([windows, code_windows])
+        trends = np.concatenate([trends, codes[:, L : L + T]])
         lags = np.concatenate([lags, code_lags])
         targets = np.concatenate([targets, codes[:, -1]]).astype(np.float64)
         if self.task == "regression":
             targets = self._target.transform_many(targets[:, None])[:, 0]
         with torch.no_grad():
             latent = self._autoencoder.encode(torch.from_numpy(windows[:, -1]))
-        built = self._views(windows, lags, latent)
+        built = self._views(windows, lags, latent, trends)
         compressed = np.arange(len(windows)) >= len(full)
         return built, targets.astype(np.float32), compressed
+
+    def _split_rows(
+        self, full: np.ndarray, *, scaled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Windows, trends, label lags and targets of full memory rows.
+
+        With ``scaled`` regression targets are standardised, as trained on.
+        """
+        W, d, T = self.window, self.n_features, self._context.trend_width
+        windows = full[:, : W * d].reshape(-1, W, d)
+        trends = full[:, W * d : W * d + T]
+        lags = full[:, W * d + T : W * d + T + W].astype(np.float64)
+        targets = full[:, -1].astype(np.float64)
+        if scaled and self.task == "regression":
+            targets = self._target.transform_many(targets[:, None])[:, 0]
+        return windows, trends, lags, targets
 
     def _learn_structure(
         self, X: np.ndarray, z: torch.Tensor, broken: np.ndarray, outliers: np.ndarray
@@ -784,7 +847,11 @@ class Learner:
     # Stream context and feature views
 
     def _views(
-        self, windows: np.ndarray, lags: np.ndarray, codes: torch.Tensor
+        self,
+        windows: np.ndarray,
+        lags: np.ndarray,
+        codes: torch.Tensor,
+        trends: np.ndarray,
     ) -> _Views:
         """Every view the experts need, and the router's context."""
         n = len(windows)
@@ -792,17 +859,18 @@ class Learner:
         last = torch.from_numpy(np.ascontiguousarray(encoded[:, -1]))
         z_np = np.ascontiguousarray(windows[:, -1])
         z = torch.from_numpy(z_np)
+        trend = torch.from_numpy(trends)
         views: dict[str, torch.Tensor] = {}
         needed = self._needed
         if "plain" in needed:
-            views["plain"] = torch.cat([z, last], 1)
+            views["plain"] = torch.cat([z, trend, last], 1)
         if "geometry" in needed:
-            views["geometry"] = torch.cat([self._pca.project(z), last], 1)
+            views["geometry"] = torch.cat([self._pca.project(z), trend, last], 1)
         if "sequence" in needed:
             joined = np.concatenate([windows, encoded], axis=2).reshape(n, -1)
             views["sequence"] = torch.from_numpy(joined)
         if "latent" in needed:
-            views["latent"] = torch.cat([codes, last], 1)
+            views["latent"] = torch.cat([codes, trend, last], 1)
         if "causal" in needed:
             mask = torch.from_numpy(self._graph.parents.astype(np.float32))
             inputs = torch.cat([z, torch.from_numpy(windows[:, -2]), last], 1)
@@ -811,7 +879,7 @@ class Learner:
         if self._projection is not None:
             z_router = z_router @ self._projection
         context = np.concatenate([np.ones((n, 1)), encoded[:, -1], z_router], 1)
-        return _Views(views, context, z)
+        return _Views(views, context, z, trends)
 
     def _labelled(self, y: np.ndarray) -> np.ndarray:
         known = np.isfinite(y)
@@ -1120,10 +1188,9 @@ def _mix(
     values: torch.Tensor, active: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """Mix ``values`` [E, n, o] of the ``active`` [n, k] experts by ``weights``."""
-    n, k = active.shape
-    rows = torch.arange(n).unsqueeze(1).expand(n, k)
-    chosen = values.permute(1, 0, 2)[rows, active]
-    return (chosen * weights.unsqueeze(2)).sum(dim=1)
+    index = active.unsqueeze(2).expand(-1, -1, values.shape[2])
+    chosen = values.transpose(0, 1).gather(1, index)
+    return torch.bmm(weights.unsqueeze(1), chosen)[:, 0]
 
 
 def _finite_items(mapping: Any) -> list[tuple[str, float]]:

@@ -21,11 +21,11 @@ class TieredMemory:
     hard bound known at construction:
 
     - ``recent``: the last ``recent`` rows, first in first out, each the
-      standardised window the temporal expert saw, the label context and the
-      target;
+      standardised window the temporal expert saw, the record's trend
+      features, the label context and the target;
     - ``latent``: a reservoir sample (Vitter's algorithm R, over every row
-      offered) of compressed rows, each an autoencoder code, the label
-      context and the target;
+      offered) of compressed rows, each an autoencoder code, the trend
+      features, the previous label and the target;
     - ``anchors``: the ``anchors`` rows with the highest loss, whose scores
       decay by ``anchor_decay`` per batch so that stale anchors give way.
 

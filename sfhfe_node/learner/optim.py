@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -58,14 +59,16 @@ class FlatAdam:
         grad = self.params.grad
         if grad is None:
             return
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         beta1, beta2 = self.betas
         self.steps += 1
         self.m.lerp_(grad, 1.0 - beta1)
         self.v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         scale = 1.0 / (1.0 - beta1**self.steps)
-        root = (self.v / (1.0 - beta2**self.steps)).sqrt_().add_(self.eps)
-        self.params.addcdiv_(self.m * self.lr, root, value=-scale)
+        # reuse the gradient's buffer for the denominator, then for the step
+        root = torch.sqrt(self.v, out=grad)
+        root.div_(math.sqrt(1.0 - beta2**self.steps)).add_(self.eps)
+        self.params.addcmul_(root.reciprocal_().mul_(self.m), self.lr, value=-scale)
         self.params.grad = None
 
     def state_dict(self) -> dict[str, Any]:

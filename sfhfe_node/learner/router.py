@@ -23,7 +23,10 @@ class Router:
     where ``A_e = ridge * I + S_e`` and ``theta_e = A_e^-1 b_e`` come from the
     rewards the expert earned when it was active. ``S_e`` and ``b_e`` decay by
     ``discount`` every batch, so an expert left idle regains exploration bonus
-    and the router follows drift. The top ``top_k`` scores are activated; with
+    and the router follows drift. ``theta_e`` and ``A_e^-1`` are re-solved
+    every ``solve_every`` updates (between solves the scores use the last
+    solution), which keeps the matrix inversions off most batches. The top
+    ``top_k`` scores are activated; with
     probability ``epsilon`` a record is routed to ``top_k`` experts drawn at
     random instead, which puts a floor under every expert's share and under
     the routing entropy. A reward that is NaN or infinite is ignored.
@@ -45,6 +48,9 @@ class Router:
         prior_weight: score added per unit of coordinator prior above 0.5
             (default 0.2).
         gate_lr: Adam step size of the gate (default 0.01).
+        solve_every: updates between two solves of the bandit (default 4).
+            1 uses every reward at once; higher is cheaper and reacts a few
+            batches later.
         generator: seeded source of the epsilon draws.
 
     Reference: Li, Chu, Langford and Schapire (2010), "A contextual-bandit
@@ -63,10 +69,13 @@ class Router:
         discount: float = 0.995,
         prior_weight: float = 0.2,
         gate_lr: float = 0.01,
+        solve_every: int = 4,
         generator: torch.Generator,
     ) -> None:
         if not 1 <= top_k <= n_experts:
             raise LearnerError(f"top_k={top_k} must be in [1, {n_experts}]")
+        if solve_every < 1:
+            raise LearnerError(f"solve_every={solve_every} must be at least 1")
         self.n_experts = n_experts
         self.context_dim = context_dim
         self.top_k = top_k
@@ -75,7 +84,9 @@ class Router:
         self.ridge = ridge
         self.discount = discount
         self.prior_weight = prior_weight
+        self.solve_every = int(solve_every)
         self.generator = generator
+        self.updates = 0
         self.S = np.zeros((n_experts, context_dim, context_dim))
         self.b = np.zeros((n_experts, context_dim))
         self.priors = np.full(n_experts, 0.5)
@@ -89,7 +100,7 @@ class Router:
         """UCB score of every expert for every context row, [n, n_experts]."""
         theta, inverse = self._solve()
         mean = C @ theta.T
-        spread = np.einsum("nd,edf,nf->ne", C, inverse, C)
+        spread = ((C @ inverse) * C).sum(axis=2).T
         bonus = self.alpha * np.sqrt(np.maximum(spread, 0.0))
         return mean + bonus + self.prior_weight * (self.priors - 0.5)
 
@@ -125,9 +136,12 @@ class Router:
         rows = np.repeat(np.arange(len(C)), self.top_k).reshape(active.shape)
         mask[rows[finite], active[finite]] = 1.0
         reward[rows[finite], active[finite]] = rewards[finite]
-        self.S = self.discount * self.S + np.einsum("ne,nd,nf->edf", mask, C, C)
+        weighted = (mask.T[:, :, None] * C).transpose(0, 2, 1)
+        self.S = self.discount * self.S + weighted @ C
         self.b = self.discount * self.b + (reward * mask).T @ C
-        self._solved = None
+        self.updates += 1
+        if self.updates % self.solve_every == 0:
+            self._solved = None
 
     def count_routes(self, active: np.ndarray) -> None:
         """Add a batch's routings, [n, top_k], to the usage counts."""
@@ -159,8 +173,12 @@ class Router:
         return self._solved
 
     def state_dict(self) -> dict[str, Any]:
-        """Bandit statistics, priors, gate and generator state."""
+        """Bandit statistics and their last solution, priors, gate and generator."""
+        theta, inverse = self._solve()
         return {
+            "theta": torch.from_numpy(theta.copy()),
+            "inverse": torch.from_numpy(inverse.copy()),
+            "updates": self.updates,
             "S": torch.from_numpy(self.S.copy()),
             "b": torch.from_numpy(self.b.copy()),
             "priors": torch.from_numpy(self.priors.copy()),
@@ -174,7 +192,10 @@ class Router:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
         E, d = self.n_experts, self.context_dim
-        shapes = {"S": (E, d, d), "b": (E, d), "priors": (E,), "counts": (E,)}
+        shapes = {
+            "S": (E, d, d), "b": (E, d), "priors": (E,), "counts": (E,),
+            "theta": (E, d), "inverse": (E, d, d),
+        }
         arrays = {}
         for key, shape in shapes.items():
             value = np.asarray(state[key], dtype=np.float64).copy()
@@ -192,4 +213,5 @@ class Router:
             self.gate.copy_(state["gate"])
         self.gate_optimizer.load_state_dict(state["gate_optimizer"])
         self.generator.set_state(state["generator"].clone())
-        self._solved = None
+        self.updates = int(state["updates"])
+        self._solved = (arrays["theta"], arrays["inverse"])

@@ -73,19 +73,30 @@ class Autoencoder:
         self.error_sq = 0.0
         self.scored = 0
 
-    def _param(self, name: str) -> torch.Tensor:
-        start, shape = self._layout[name]
-        return self.flat[start : start + math.prod(shape)].view(shape)
+    def _params(self) -> dict[str, torch.Tensor]:
+        """Every weight, cut from the flat vector in one op (one backward node)."""
+        sizes = [math.prod(shape) for _, shape in self._layout.values()]
+        parts = self.flat.split(sizes)
+        return {
+            name: part.view(shape)
+            for (name, (_, shape)), part in zip(self._layout.items(), parts)
+        }
 
-    def encode(self, Z: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, Z: torch.Tensor, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Latent codes of ``Z`` [n, d], [n, latent]."""
-        hidden = torch.tanh(torch.addmm(self._param("b1"), Z, self._param("w1")))
-        return torch.tanh(torch.addmm(self._param("b2"), hidden, self._param("w2")))
+        p = params if params is not None else self._params()
+        hidden = torch.tanh(torch.addmm(p["b1"], Z, p["w1"]))
+        return torch.tanh(torch.addmm(p["b2"], hidden, p["w2"]))
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, codes: torch.Tensor, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Records rebuilt from ``codes`` [n, latent], [n, d]."""
-        hidden = torch.tanh(torch.addmm(self._param("b3"), codes, self._param("w3")))
-        return torch.addmm(self._param("b4"), hidden, self._param("w4"))
+        p = params if params is not None else self._params()
+        hidden = torch.tanh(torch.addmm(p["b3"], codes, p["w3"]))
+        return torch.addmm(p["b4"], hidden, p["w4"])
 
     def forward(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent codes [n, latent] and reconstruction errors [n] of ``Z``.
@@ -93,8 +104,9 @@ class Autoencoder:
         Differentiable: back-propagate a loss built from the errors, then
         call :meth:`step`.
         """
-        codes = self.encode(Z)
-        errors = (self.decode(codes) - Z).pow(2).mean(dim=1)
+        params = self._params()
+        codes = self.encode(Z, params)
+        errors = (self.decode(codes, params) - Z).pow(2).mean(dim=1)
         return codes, errors
 
     @torch.no_grad()

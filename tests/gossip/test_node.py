@@ -285,7 +285,7 @@ async def test_blend_refused_by_host_is_counted_not_applied() -> None:
     before = {name: dict(params) for name, params in refusing.weights.items()}
     try:
         await until(
-            lambda: node_a.stats()["rejected_by_reason"].get("worse_locally", 0) > 0
+            lambda: node_a.stats()["undone"] > 0
         )
     finally:
         await node_a.close()

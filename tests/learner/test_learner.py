@@ -94,7 +94,7 @@ def test_predicting_before_learning_works(task: str) -> None:
     learner = Learner(FEATURES, task=task)
     X, _ = _stream(10)
     prediction = learner.predict_many(X)
-    assert prediction.experts.shape == (10, 3)
+    assert prediction.experts.shape == (10, learner.top_k)
     assert np.isfinite(prediction.anomaly).all()
     outputs = learner.predict_experts(X)
     assert set(outputs) == set(learner.expert_names)
@@ -270,7 +270,7 @@ def test_apply_meta_respects_bounds_and_ignores_unknown_names() -> None:
 
 def test_router_priors_change_routing() -> None:
     """Router priors from the coordinator bias which experts are activated."""
-    learner = Learner(FEATURES)
+    learner = Learner(FEATURES, top_k=3)
     priors = {name: 0.0 for name in learner.expert_names}
     priors.update(geometry=1.0, temporal=1.0, drift=1.0)
     learner.apply_meta({}, priors)
