@@ -6,7 +6,7 @@ Usage::
         [--window 500] [--insight-every 5] [--ablation] [--repeats 1]
         [--stagger 0] [--meta-options JSON] [--data CSV] [--json PATH]
 
-Runs the same federation twice on Elec2 (``/work/shared/data/elec2.csv`` or
+Runs the same federation twice on Elec2 (``../shared/data/elec2.csv`` beside the checkout or
 ``--data``): a real coordinator process and ``--nodes`` real client
 processes, client *i* learning from the *i*-th contiguous share of the rows.
 In the first run the clients apply the meta-parameters the coordinator sends

@@ -15,6 +15,7 @@ off like a misbehaving one. What each bad frame costs the peer is listed in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -267,7 +268,8 @@ class LinkHandler:
         self.ledger.reject(link.peer_id, error.reason)
         gossip_log.info("closing link to %s: %s", link.label, error)
         code = CLOSE_TOO_BIG if error.reason == "oversize" else CLOSE_POLICY
-        try:
+        # The peer may already be gone; the penalty applies either way.
+        with contextlib.suppress(ConnectionClosed):
             detail = str(error)
             await link.ws.send(
                 encode(
@@ -276,8 +278,6 @@ class LinkHandler:
                 )
             )
             await link.ws.close(code, error.reason)
-        except ConnectionClosed:
-            pass
         self._penalise(link)
 
     def _penalise(self, link: Link, reason: str | None = None) -> None:
