@@ -214,7 +214,7 @@ class RecordStream:
         while len(indices) < size:
             if self._end is not None and self.position >= self._end:
                 break
-            line = self._next_line()
+            line = self._next_line(wait=not indices)
             if line is None:
                 break
             index = self.position
@@ -231,8 +231,13 @@ class RecordStream:
         features = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
         return Batch(np.asarray(indices, dtype=np.int64), features, targets)
 
-    def _next_line(self) -> str | None:
-        """Return the next complete line, or None at the end (or on stop)."""
+    def _next_line(self, wait: bool = True) -> str | None:
+        """Return the next complete line, or None at the end (or on stop).
+
+        In follow mode the end of the file is not the end of the stream:
+        with ``wait`` the call sleeps until a line arrives or :meth:`stop`;
+        without it, it returns None so that a partial batch goes out now.
+        """
         while True:
             chunk = self._file.readline(MAX_LINE + 1)
             if chunk:
@@ -254,6 +259,8 @@ class RecordStream:
                 if self._pending:
                     line, self._pending = self._pending, ""
                     return line
+                return None
+            if not wait:
                 return None
             time.sleep(self.poll)
 

@@ -100,3 +100,20 @@ def test_bad_share_is_refused() -> None:
     for text in ("0/3", "4/3", "x"):
         with pytest.raises(StreamError):
             parse_share(text)
+
+
+def test_follow_returns_partial_batches_and_waits_for_more(tmp_path: Path) -> None:
+    """Following a growing file: what is there comes out now, later lines later."""
+    path = tmp_path / "grow.csv"
+    path.write_text("a,y\n1,0\n2,1\n")
+    with RecordStream(f"csv:{path}", "y", follow=True, poll=0.01) as stream:
+        assert stream.read_batch(32).index.tolist() == [0, 1]
+        with open(path, "a") as file:
+            file.write("3,0\n4,")
+        assert stream.read_batch(32).index.tolist() == [2]
+        with open(path, "a") as file:
+            file.write("1\n")
+        batch = stream.read_batch(32)
+        assert batch.index.tolist() == [3] and batch.targets == ["1"]
+        stream.stop()
+        assert stream.read_batch(32) is None

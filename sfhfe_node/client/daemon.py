@@ -286,7 +286,11 @@ class ClientNode:
         if not settings.stream:
             raise ConfigError("stream is not set; use --stream csv:PATH")
         return RecordStream(
-            settings.stream, settings.target, share=parse_share(settings.share), start=start
+            settings.stream,
+            settings.target,
+            share=parse_share(settings.share),
+            start=start,
+            follow=settings.follow,
         )
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,36 @@ def test_bad_rows_do_not_stop_the_node(tmp_path: Path) -> None:
     assert figures["skipped_rows"] == 1
     assert figures["bad_cells"] == 2
     assert figures["records"] == 81
+
+
+def test_follow_learns_lines_appended_later(tmp_path: Path) -> None:
+    """With --follow the node predicts new lines as they arrive and stops on SIGTERM."""
+    stream = tmp_path / "grow.csv"
+    stream.write_text("a,y\n" + "1,0\n2,1\n" * 10)
+    predictions = tmp_path / "p.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client",
+         "--stream", f"csv:{stream}", "--target", "y", "--follow",
+         "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
+         "--predictions", str(predictions)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def lines() -> int:
+        return len(predictions.read_text().splitlines()) if predictions.exists() else 0
+
+    try:
+        deadline = time.monotonic() + TIMEOUT * 3
+        while lines() < 20:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        with open(stream, "a") as file:
+            file.write("3,0\n" * 5)
+        while lines() < 25:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT * 3) == 0
+    indices = [json.loads(line)["index"] for line in predictions.read_text().splitlines()]
+    assert indices == list(range(25))
