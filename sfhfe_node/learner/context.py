@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 
@@ -72,6 +71,7 @@ class StreamContext:
         # per horizon: decayed sum of the records and decayed count of them
         self.ema = np.zeros((len(self.half_lives), n_features + 1))
         self._kernels: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._indices: dict[int, np.ndarray] = {}
 
     @property
     def trend_width(self) -> int:
@@ -119,15 +119,22 @@ class StreamContext:
 
         Without ``y`` (prediction only), every row gets the last labels seen.
         """
-        n, d = X.shape
+        n = len(X)
         z_all = scaler.transform_many(np.concatenate([self.history_x, X]))
-        windows = sliding_window_view(z_all, (self.window, d))[:, 0]
+        index = self._window_index(n)
         if y is None:
             lags = np.broadcast_to(self.history_y, (n, self.window)).copy()
         else:
-            previous = np.concatenate([self.history_y, y[:-1]])
-            lags = sliding_window_view(previous, self.window).copy()
-        return windows.copy(), lags
+            lags = np.concatenate([self.history_y, y[:-1]])[index]
+        return z_all[index], lags
+
+    def _window_index(self, n: int) -> np.ndarray:
+        """Row ``i``: positions ``i .. i + window - 1`` of history plus batch."""
+        if n not in self._indices:
+            if len(self._indices) > 8:
+                self._indices.clear()
+            self._indices[n] = np.arange(n)[:, None] + np.arange(self.window)
+        return self._indices[n]
 
     def encode(self, values: np.ndarray, target: OnlineStandardizer) -> np.ndarray:
         """Label context of ``values`` [n, m]: float32 [n, m, label_width]."""

@@ -188,11 +188,12 @@ class FeatureDivergence:
         keep = 0.5 ** (n / self.half_life)
         self.cur_weight = keep * self.cur_weight + (1 - keep) * 1.0
         frac = (1 - keep) / max(n, 1)
-        self.cur_sum = keep * self.cur_sum + frac * cells.sum(axis=0)
-        self.cur_sq = keep * self.cur_sq + frac * (cells**2).sum(axis=0)
+        total, squares = cells.sum(axis=0), (cells**2).sum(axis=0)
+        self.cur_sum = keep * self.cur_sum + frac * total
+        self.cur_sq = keep * self.cur_sq + frac * squares
         self.ref_count += n
-        self.ref_sum += cells.sum(axis=0)
-        self.ref_sq += (cells**2).sum(axis=0)
+        self.ref_sum += total
+        self.ref_sq += squares
         return self.divergence()
 
     def divergence(self) -> np.ndarray:

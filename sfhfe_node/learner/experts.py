@@ -138,6 +138,16 @@ class ExpertBank:
         self.optimizer = FlatAdam(self.flat)
         order = [i for group in self.groups for i in group.members]
         self._unsort = torch.tensor(np.argsort(order), dtype=torch.long)
+        self._sorted = order == sorted(order)
+        # per group: parameter name -> shape of one expert's tensor as used,
+        # a bias [out] taken as [1, out]
+        self._shapes = [
+            {
+                pname: (1, *shape) if pname.startswith("b") else shape
+                for pname, (_, shape) in group.params.items()
+            }
+            for group in self.groups
+        ]
         for spec in specs:
             self.set_lr(spec.name, spec.lr)
 
@@ -217,15 +227,17 @@ class ExpertBank:
         """Every group's stacked parameters, cut from the flat vector in one op.
 
         One split (rather than a slice per parameter) keeps the backward pass
-        to a single scatter of the gradient into the flat vector.
+        to a single scatter of the gradient into the flat vector. Biases come
+        shaped ``[count, 1, out]``, ready to broadcast over the rows, so that
+        no reshaping op enters the graph.
         """
-        parts = iter(self.flat.split(self._sizes))
+        parts = iter(self.flat.split_with_sizes(self._sizes))
         return [
             {
                 pname: next(parts).view(len(group.members), *shape)
-                for pname, (_, shape) in group.params.items()
+                for pname, shape in self._shapes[g].items()
             }
-            for group in self.groups
+            for g, group in enumerate(self.groups)
         ]
 
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -240,12 +252,12 @@ class ExpertBank:
             if group.steps:
                 outputs.append(self._recurrent(group, X, p))
             elif group.hidden == 0:
-                outputs.append(torch.baddbmm(p["b"].unsqueeze(1), X, p["w"]))
+                outputs.append(torch.baddbmm(p["b"], X, p["w"]))
             else:
-                hidden = torch.tanh(torch.baddbmm(p["b1"].unsqueeze(1), X, p["w1"]))
-                outputs.append(torch.baddbmm(p["b2"].unsqueeze(1), hidden, p["w2"]))
+                hidden = torch.tanh(torch.baddbmm(p["b1"], X, p["w1"]))
+                outputs.append(torch.baddbmm(p["b2"], hidden, p["w2"]))
         joined = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return joined.index_select(0, self._unsort)
+        return joined if self._sorted else joined.index_select(0, self._unsort)
 
     def _recurrent(
         self, group: _Group, X: torch.Tensor, p: dict[str, torch.Tensor]
@@ -253,20 +265,21 @@ class ExpertBank:
         count, n, _ = X.shape
         H = group.hidden
         sequence = X.reshape(count, n * group.steps, -1)
-        bh, wh = p["bh"].unsqueeze(1), p["wh"]
-        gates_x = torch.baddbmm(p["bx"].unsqueeze(1), sequence, p["wx"])
+        bh, wh = p["bh"], p["wh"]
+        gates_x = torch.baddbmm(p["bx"], sequence, p["wx"])
         gates_x = gates_x.view(count, n, group.steps, 3 * H)
         state = X.new_zeros((count, n, H))
-        for step in range(group.steps):
-            gx = gates_x[:, :, step]
+        # one split per tensor (not a slice per part) keeps the graph small
+        for step, gx in enumerate(gates_x.unbind(2)):
             # the state starts at zero, where its product with wh is the bias
             gh = torch.baddbmm(bh, state, wh) if step else bh.expand(-1, n, -1)
-            gates = torch.sigmoid(gx[..., : 2 * H] + gh[..., : 2 * H])
-            reset, update = gates[..., :H], gates[..., H:]
-            fresh = torch.addcmul(gx[..., 2 * H :], reset, gh[..., 2 * H :])
+            gx_gates, gx_fresh = gx.split_with_sizes((2 * H, H), dim=2)
+            gh_gates, gh_fresh = gh.split_with_sizes((2 * H, H), dim=2)
+            reset, update = torch.sigmoid(gx_gates + gh_gates).chunk(2, dim=2)
+            fresh = torch.addcmul(gx_fresh, reset, gh_fresh)
             candidate = torch.tanh(fresh)
             state = torch.lerp(candidate, state, update)
-        return torch.baddbmm(p["b2"].unsqueeze(1), state, p["w2"])
+        return torch.baddbmm(p["b2"], state, p["w2"])
 
     def step(self) -> None:
         """Apply the gradient accumulated in the flat vector."""

@@ -305,6 +305,8 @@ class Learner:
         self._drift = DriftMonitor(self.feature_names)
         self._class_counts = np.zeros(max_classes)
         self._seen = 0
+        self._mask_key: tuple[int, Rules] | None = None
+        self._mask_value = torch.zeros(self._n_outputs)
         if n_features > _ROUTER_FEATURES:
             shape = (n_features, _ROUTER_FEATURES)
             projection = torch.randn(shape, generator=generator)
@@ -439,12 +441,13 @@ class Learner:
         outputs = self._bank.forward(views)
         current = outputs[:, : len(X)]
         weights = self._weights(built.context, active)
+        probs = self._probs(current.detach())
         prediction = self._predict(
-            current.detach(), active, weights.detach(), errors
+            current.detach(), active, weights.detach(), errors, probs
         )
         report = self._learn(
             X, y, windows, lags, built, codes, tracked if structure else None,
-            active, outputs, weights, prediction, replayed, ema,
+            active, outputs, weights, prediction, replayed, ema, probs,
         )
         return prediction, report
 
@@ -502,12 +505,16 @@ class Learner:
         active: np.ndarray,
         weights: torch.Tensor,
         errors: torch.Tensor,
+        probs: torch.Tensor | None = None,
     ) -> Prediction:
+        """The mixture's prediction; ``probs`` are the experts' class
+        probabilities of ``outputs`` when already computed."""
         anomaly = errors.double().numpy()
         index = torch.from_numpy(active)
         shown = np.ascontiguousarray(active[:, : self.top_k])
         if self.task == "classification":
-            probs = torch.softmax(outputs + self._mask(), dim=2)
+            if probs is None:
+                probs = self._probs(outputs)
             proba = _mix(probs, index, weights).numpy().astype(np.float32)
             labels = proba.argmax(axis=1).astype(np.int64)
             return Prediction(labels, None, proba, shown, anomaly)
@@ -535,10 +542,13 @@ class Learner:
         prediction: Prediction,
         replayed: tuple[_Views, np.ndarray, np.ndarray] | None,
         ema: np.ndarray,
+        probs: torch.Tensor | None,
     ) -> StepReport:
         """Learn a predicted batch; ``tracked`` holds the autoencoder's errors
-        with their gradient on the batches where the structure learns, and
-        ``ema`` the moving averages after the batch."""
+        with their gradient on the batches where the structure learns,
+        ``ema`` the moving averages after the batch and ``probs`` the
+        experts' class probabilities of the batch's rows (None outside
+        classification)."""
         n = len(X)
         n_experts = len(self.expert_names)
         imputed_before = self._scaler.imputed
@@ -570,21 +580,27 @@ class Learner:
             correct = int(hits.sum())
             errors_seen = (~hits).astype(np.float64)
         if len(rows):
+            mask_before = self._mask()
             target_t = self._training_targets(y, rows)
+            if self._mask() is not mask_before:  # a new class: mask again
+                probs = None
             if replayed is not None:
                 target_t = torch.cat([target_t, torch.from_numpy(replayed[1])])
             total = len(rows) + (0 if replayed is None else len(replayed[1]))
             if len(rows) == n:  # every row learns: slices instead of gathers
                 picked_out, learned = outputs, outputs[:, :n]
                 gate, routed = weights, active
+                learned_probs = probs
             else:
                 learned = outputs[:, rows]
                 picked_out = torch.cat([learned, outputs[:, n:]], dim=1)
                 gate, routed = weights[rows], active[rows]
+                learned_probs = None if probs is None else probs[:, rows]
             row_losses, plain_losses = self._row_losses(picked_out, target_t)
             row_weights = self._row_weights(active, rows, outliers, replayed, total)
             mixture = self._mixture_loss(
-                learned.detach(), gate, routed, target_t[: len(rows)]
+                learned.detach(), gate, routed, target_t[: len(rows)],
+                learned_probs,
             )
             if self.task != "classification":
                 scaled = mixture.detach().clamp(max=_LOSS_CAP)
@@ -695,7 +711,7 @@ class Learner:
         total: int,
     ) -> torch.Tensor:
         E = len(self.expert_names)
-        weights = np.full((E, total), self.idle_weight)
+        weights = np.full((E, total), self.idle_weight, dtype=np.float32)
         chosen = active[rows, : self.top_k]
         weights[chosen.T, np.arange(len(rows))] = 1.0
         if self._role["consistency"] >= 0:
@@ -707,7 +723,7 @@ class Learner:
             block[np.ix_(self._history_experts, compressed)] = 0.0
             if self._role["memory"] >= 0:
                 weights[self._role["memory"], len(rows) :] = 1.0
-        return torch.from_numpy(weights.astype(np.float32))
+        return torch.from_numpy(weights)
 
     def _mixture_loss(
         self,
@@ -715,23 +731,42 @@ class Learner:
         weights: torch.Tensor,
         active: np.ndarray,
         target: torch.Tensor,
+        probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Per-row loss of the mixture; ``probs`` as in :meth:`_predict`."""
         index = torch.from_numpy(active)
         if self.task == "classification":
-            probs = torch.softmax(outputs + self._mask(), dim=2)
+            if probs is None:
+                probs = self._probs(outputs)
             mixed = _mix(probs, index, weights)
             picked = mixed.gather(1, target.long().view(-1, 1))[:, 0]
             return -torch.log(picked + _PROBA_FLOOR)
         mixed = _mix(outputs, index, weights)[:, 0]
         return (mixed - target).pow(2)
 
-    def _mask(self) -> torch.Tensor:
-        mask = torch.zeros(self._n_outputs)
+    def _probs(self, outputs: torch.Tensor) -> torch.Tensor | None:
+        """Every expert's class probabilities of ``outputs`` (None unless
+        classifying)."""
         if self.task != "classification":
-            return mask
-        mask[max(self._seen, 1) :] = _MASKED
-        if self._governor.rules.allowed_labels is not None:
-            mask = torch.minimum(mask, self._governor.class_mask(_MASKED))
+            return None
+        return torch.softmax(outputs + self._mask(), dim=2)
+
+    def _mask(self) -> torch.Tensor:
+        """Logit offsets hiding unseen and disallowed classes (do not modify).
+
+        Kept until the classes seen or the governance rules change.
+        """
+        key = (self._seen, self._governor.rules)
+        if self._mask_key is not None and self._mask_key[0] == key[0] and (
+            self._mask_key[1] is key[1]
+        ):
+            return self._mask_value
+        mask = torch.zeros(self._n_outputs)
+        if self.task == "classification":
+            mask[max(self._seen, 1) :] = _MASKED
+            if self._governor.rules.allowed_labels is not None:
+                mask = torch.minimum(mask, self._governor.class_mask(_MASKED))
+        self._mask_key, self._mask_value = key, mask
         return mask
 
     # Jobs of the experts
@@ -817,10 +852,11 @@ class Learner:
             self._scaler.learn_many(X[clean])
             if self.batches % self.structure_every == 0:
                 self._pca.learn_many(z[torch.from_numpy(np.flatnonzero(clean))])
-        left_out = X[~clean]
-        valid = np.isfinite(left_out) & (np.abs(left_out) <= self._scaler.max_abs)
-        self._scaler.imputed += int(valid.size - np.count_nonzero(valid))
-        self._outliers.learn_many(X[~broken])
+        if not clean.all():
+            left_out = X[~clean]
+            valid = np.isfinite(left_out) & (np.abs(left_out) <= self._scaler.max_abs)
+            self._scaler.imputed += int(valid.size - np.count_nonzero(valid))
+        self._outliers.learn_many(X if not broken.any() else X[~broken])
 
     def _watch_drift(
         self, X: np.ndarray, errors: np.ndarray, broken: np.ndarray

@@ -76,7 +76,7 @@ class Autoencoder:
     def _params(self) -> dict[str, torch.Tensor]:
         """Every weight, cut from the flat vector in one op (one backward node)."""
         sizes = [math.prod(shape) for _, shape in self._layout.values()]
-        parts = self.flat.split(sizes)
+        parts = self.flat.split_with_sizes(sizes)
         return {
             name: part.view(shape)
             for (name, (_, shape)), part in zip(self._layout.items(), parts)
