@@ -13,9 +13,22 @@ from sfhfe_node.learner.drift import (
     DriftMonitor,
     FeatureDivergence,
 )
+from sfhfe_node.learner.exchange import (
+    blend_weights,
+    check_blend,
+    export_weights,
+    finite_items,
+    weight_spec_of,
+)
 from sfhfe_node.learner.experts import DEFAULT_EXPERTS, ExpertBank, ExpertSpec
 from sfhfe_node.learner.geometry import OnlinePCA
 from sfhfe_node.learner.governance import Governor, OutlierDetector
+from sfhfe_node.learner.inputs import (
+    check_features,
+    check_options,
+    check_targets,
+    labelled_rows,
+)
 from sfhfe_node.learner.labels import LabelEncoder
 from sfhfe_node.learner.learner import (
     EMBEDDING_SIZE,
@@ -26,12 +39,21 @@ from sfhfe_node.learner.learner import (
 )
 from sfhfe_node.learner.memory import TIERS, Consolidation, TieredMemory
 from sfhfe_node.learner.meta import MetaSchedule
+from sfhfe_node.learner.mixture import expert_losses, mix, mixture_loss
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 from sfhfe_node.learner.optim import FlatAdam
+from sfhfe_node.learner.replay import expand_codes, memory_rows, split_rows
 from sfhfe_node.learner.router import Router
 from sfhfe_node.learner.rules import Rules, load_rules, parse_rules
+from sfhfe_node.learner.state import config_of, restore_state, state_of
 from sfhfe_node.learner.structure import Autoencoder, LaggedGraph
-from sfhfe_node.learner.summary import embedding, status_of
+from sfhfe_node.learner.summary import (
+    embedding,
+    memory_bytes_of,
+    status_of,
+    take_window_of,
+)
+from sfhfe_node.learner.views import FeatureViews, build_views
 from sfhfe_node.learner.window import WindowStats
 
 __all__ = [
@@ -47,6 +69,7 @@ __all__ = [
     "ExpertBank",
     "ExpertSpec",
     "FeatureDivergence",
+    "FeatureViews",
     "FlatAdam",
     "Governor",
     "LabelEncoder",
@@ -63,8 +86,29 @@ __all__ = [
     "StreamContext",
     "TieredMemory",
     "WindowStats",
+    "blend_weights",
+    "build_views",
+    "check_blend",
+    "check_features",
+    "check_options",
+    "check_targets",
+    "config_of",
     "embedding",
+    "expand_codes",
+    "expert_losses",
+    "export_weights",
+    "finite_items",
+    "labelled_rows",
     "load_rules",
+    "memory_bytes_of",
+    "memory_rows",
+    "mix",
+    "mixture_loss",
     "parse_rules",
+    "restore_state",
+    "split_rows",
+    "state_of",
     "status_of",
+    "take_window_of",
+    "weight_spec_of",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,84 +11,62 @@ import torch
 from sfhfe_node.errors import LearnerError
 from sfhfe_node.learner.context import StreamContext
 from sfhfe_node.learner.drift import DriftMonitor
+from sfhfe_node.learner.exchange import (
+    blend_weights,
+    check_blend,
+    export_weights,
+    finite_items,
+    weight_spec_of,
+)
 from sfhfe_node.learner.experts import DEFAULT_EXPERTS, ExpertBank, ExpertSpec
 from sfhfe_node.learner.geometry import OnlinePCA
 from sfhfe_node.learner.governance import Governor, OutlierDetector
+from sfhfe_node.learner.inputs import (
+    check_features,
+    check_options,
+    check_targets,
+    labelled_rows,
+)
 from sfhfe_node.learner.labels import LabelEncoder
 from sfhfe_node.learner.memory import Consolidation, TieredMemory
 from sfhfe_node.learner.meta import MetaSchedule
+from sfhfe_node.learner.mixture import (
+    LOSS_CAP,
+    PROBA_FLOOR,
+    expert_losses,
+    mix,
+    mixture_loss,
+)
 from sfhfe_node.learner.normalizer import OnlineStandardizer
+from sfhfe_node.learner.records import Prediction, StepReport
+from sfhfe_node.learner.replay import expand_codes, memory_rows, split_rows
 from sfhfe_node.learner.router import Router
 from sfhfe_node.learner.rules import Rules
+from sfhfe_node.learner.state import (
+    STATE_FORMAT,
+    config_of,
+    restore_state,
+    state_of,
+)
 from sfhfe_node.learner.structure import Autoencoder, LaggedGraph
-from sfhfe_node.learner.summary import EMBEDDING_SIZE, embedding, status_of
+from sfhfe_node.learner.summary import (
+    EMBEDDING_SIZE,
+    embedding,
+    memory_bytes_of,
+    status_of,
+    take_window_of,
+)
+from sfhfe_node.learner.views import FeatureViews, build_views
 from sfhfe_node.learner.window import WindowStats
 
 __all__ = ["Learner", "Prediction", "StepReport", "EMBEDDING_SIZE", "STATE_FORMAT"]
 
-STATE_FORMAT = 3
 TASKS = ("classification", "regression", "none")
 ROUTINGS = ("bandit", "uniform")
 
 _MASKED = -30.0  # logit offset of classes not seen yet or not allowed
-_PROBA_FLOOR = 1e-7  # floor of a probability inside a log-loss
-_LOSS_CAP = 1e6  # per-row losses are clipped here, far below the schema's 1e9
 _ROUTER_FEATURES = 16  # features beyond this are randomly projected for the router
-_GCE_Q = 0.7  # exponent of the consistency expert's generalised cross-entropy
 _HISTORY_VIEWS = ("sequence", "causal")  # views a compressed memory row lacks
-
-
-@dataclass
-class Prediction:
-    """The learner's prediction for every row of a batch.
-
-    ``labels`` (int64 [n]) and ``proba`` (float32 [n, max_classes]) are set
-    for classification, ``values`` (float64 [n]) for regression and, for the
-    task ``"none"``, the anomaly score the experts expected from the record's
-    context. ``experts`` (int64 [n, top_k]) holds the indices of the experts
-    the router activated, best first, and ``anomaly`` (float64 [n], >= 0) the
-    autoencoder's reconstruction error of the record, in squared standard
-    deviations per feature.
-    """
-
-    labels: np.ndarray | None
-    values: np.ndarray | None
-    proba: np.ndarray | None
-    experts: np.ndarray
-    anomaly: np.ndarray
-
-
-@dataclass
-class StepReport:
-    """What one learning step did.
-
-    ``loss`` is the mixture's mean prequential loss over the labelled rows
-    (log-loss, or squared error in standardised target units; 0.0 without
-    labelled rows), ``correct`` the rows classified right, ``learned`` the
-    labelled rows learned from, ``records`` all rows, ``imputed`` the cells
-    imputed, ``expert_losses`` each expert's mean prequential loss,
-    ``excluded`` the rows governance rules kept out of learning,
-    ``quarantined`` the outliers kept out of structure learning, and
-    ``replayed`` the memory rows trained on.
-    """
-
-    records: int
-    learned: int
-    loss: float
-    correct: int
-    imputed: int
-    expert_losses: dict[str, float]
-    excluded: int = 0
-    quarantined: int = 0
-    replayed: int = 0
-
-
-@dataclass
-class _Views:
-    views: dict[str, torch.Tensor]
-    context: np.ndarray
-    z: torch.Tensor
-    trends: np.ndarray
 
 
 class Learner:
@@ -225,29 +202,12 @@ class Learner:
         labels: LabelEncoder | None = None,
         router_options: dict[str, float] | None = None,
     ) -> None:
-        if task not in TASKS:
-            raise LearnerError(f"task {task!r} is not supported; use one of {TASKS}")
-        if routing not in ROUTINGS:
-            raise LearnerError(f"routing {routing!r} is not one of {ROUTINGS}")
-        if (
-            n_features < 1 or max_classes < 2 or window < 2 or replay_every < 1
-            or structure_every < 1
-        ):
-            raise LearnerError(
-                f"n_features={n_features}, max_classes={max_classes}, "
-                f"window={window}, replay_every={replay_every} and "
-                f"structure_every={structure_every} are out of range "
-                "(need n_features >= 1, max_classes >= 2, window >= 2)"
-            )
-        if not 0 < lr_floor <= lr_ceiling <= 10.0:
-            raise LearnerError(
-                f"need 0 < lr_floor <= lr_ceiling <= 10, got {lr_floor}, {lr_ceiling}"
-            )
-        names = list(feature_names) if feature_names is not None else None
-        if names is not None and (
-            len(names) != n_features or len(set(names)) != n_features
-        ):
-            raise LearnerError(f"need {n_features} distinct feature names, got {names}")
+        names = check_options(
+            n_features, task=task, tasks=TASKS, routing=routing, routings=ROUTINGS,
+            max_classes=max_classes, window=window, replay_every=replay_every,
+            structure_every=structure_every, lr_floor=lr_floor,
+            lr_ceiling=lr_ceiling, feature_names=feature_names,
+        )
         self._options: dict[str, Any] = dict(
             task=task, max_classes=max_classes, top_k=top_k, seed=seed,
             use_label_context=use_label_context, experts=experts, window=window,
@@ -369,7 +329,7 @@ class Learner:
     @torch.no_grad()
     def predict_many(self, X: np.ndarray) -> Prediction:
         """Predict every row of ``X`` [n, n_features]; changes no state."""
-        X = self._check_X(X)
+        X = check_features(X, self.n_features)
         if not len(X):
             return self._empty_prediction()
         windows, lags = self._context.windows(X, None, self._scaler)
@@ -388,7 +348,7 @@ class Learner:
         Class probabilities [n, max_classes] for classification, values [n]
         otherwise.
         """
-        X = self._check_X(X)
+        X = check_features(X, self.n_features)
         if not len(X):
             width = self.max_classes if self.task == "classification" else 0
             empty = np.zeros((0, width)) if width else np.zeros(0)
@@ -413,10 +373,10 @@ class Learner:
         for regression) are predicted but not learned; with the task
         ``"none"`` ``y`` is ignored.
         """
-        X = self._check_X(X)
+        X = check_features(X, self.n_features)
         if self.task == "none" or y is None:
             y = np.full(len(X), np.nan)
-        y = self._check_y(y, len(X))
+        y = check_targets(y, len(X))
         if not len(X):
             report = StepReport(0, 0, 0.0, 0, 0, dict.fromkeys(self.expert_names, 0.0))
             return self._empty_prediction(), report
@@ -468,7 +428,11 @@ class Learner:
         full = self._memory.rows["recent"]
         if not len(full):
             return math.nan
-        windows, trends, lags, targets = self._split_rows(full)
+        windows, trends, lags, targets = split_rows(
+            full, self.window, self.n_features, self._context.trend_width
+        )
+        if self.task == "regression":
+            targets = self._target.transform_many(targets[:, None])[:, 0]
         codes = self._autoencoder.encode(torch.from_numpy(windows[:, -1]))
         built = self._views(windows, lags, codes, trends)
         active = self._route(built.context, explore=False)
@@ -476,7 +440,7 @@ class Learner:
         weights = self._weights(built.context, active)
         target_t = torch.from_numpy(targets.astype(np.float32))
         losses = self._mixture_loss(outputs, weights, active, target_t)
-        return float(losses.clamp(max=_LOSS_CAP).double().mean())
+        return float(losses.clamp(max=LOSS_CAP).double().mean())
 
     def _route(self, context: np.ndarray, *, explore: bool) -> np.ndarray:
         if self.routing == "uniform":
@@ -515,10 +479,10 @@ class Learner:
         if self.task == "classification":
             if probs is None:
                 probs = self._probs(outputs)
-            proba = _mix(probs, index, weights).numpy().astype(np.float32)
+            proba = mix(probs, index, weights).numpy().astype(np.float32)
             labels = proba.argmax(axis=1).astype(np.int64)
             return Prediction(labels, None, proba, shown, anomaly)
-        mixed = _mix(outputs, index, weights)[:, 0].double().numpy()
+        mixed = mix(outputs, index, weights)[:, 0].double().numpy()
         values = self._governor.clip(self._unscale(mixed))
         return Prediction(None, values, None, shown, anomaly)
 
@@ -533,14 +497,14 @@ class Learner:
         y: np.ndarray,
         windows: np.ndarray,
         lags: np.ndarray,
-        built: _Views,
+        built: FeatureViews,
         codes: torch.Tensor,
         tracked: torch.Tensor | None,
         active: np.ndarray,
         outputs: torch.Tensor,
         weights: torch.Tensor,
         prediction: Prediction,
-        replayed: tuple[_Views, np.ndarray, np.ndarray] | None,
+        replayed: tuple[FeatureViews, np.ndarray, np.ndarray] | None,
         ema: np.ndarray,
         probs: torch.Tensor | None,
     ) -> StepReport:
@@ -552,7 +516,9 @@ class Learner:
         n = len(X)
         n_experts = len(self.expert_names)
         imputed_before = self._scaler.imputed
-        labelled = self._labelled(y)
+        labelled = labelled_rows(
+            y, self.task, self.max_classes, self._target.max_abs
+        )
         broken = self._governor.check_records(X) if self._governor.active else None
         if broken is not None:
             broken |= self._governor.check_targets(y, labelled, self.task)
@@ -575,7 +541,7 @@ class Learner:
         if len(metric_rows) and self.task == "classification":
             targets = y[metric_rows].astype(np.int64)
             picked = prediction.proba[metric_rows, targets].astype(np.float64)
-            loss_sum = float(-np.log(np.maximum(picked, _PROBA_FLOOR)).sum())
+            loss_sum = float(-np.log(np.maximum(picked, PROBA_FLOOR)).sum())
             hits = prediction.labels[metric_rows] == targets
             correct = int(hits.sum())
             errors_seen = (~hits).astype(np.float64)
@@ -603,7 +569,7 @@ class Learner:
                 learned_probs,
             )
             if self.task != "classification":
-                scaled = mixture.detach().clamp(max=_LOSS_CAP)
+                scaled = mixture.detach().clamp(max=LOSS_CAP)
                 loss_sum = float(scaled.sum())
                 errors_seen = scaled.double().numpy()
             expert_loss = (row_losses * row_weights).sum() / len(rows)
@@ -616,7 +582,7 @@ class Learner:
             self._bank.step()
             if self.routing == "bandit":
                 self._router.step_gate()
-            current = plain_losses[:, : len(rows)].clamp(max=_LOSS_CAP)
+            current = plain_losses[:, : len(rows)].clamp(max=LOSS_CAP)
             detached = current.double().numpy()
             expert_sums = detached.sum(axis=1)
             if self.routing == "bandit":
@@ -682,32 +648,17 @@ class Learner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-expert, per-row training losses [E, rows] (robust for the
         consistency expert) and the plain prequential losses, detached."""
-        robust = self._role["consistency"]
-        if self.task == "classification":
-            logp = torch.log_softmax(outputs + self._mask(), dim=2)
-            index = target.long().view(1, -1, 1).expand(logp.shape[0], -1, 1)
-            picked = logp.gather(2, index)[:, :, 0]
-            losses = -picked
-            if robust >= 0:
-                gce = (1.0 - picked[robust : robust + 1].exp().pow(_GCE_Q)) / _GCE_Q
-                training = losses.index_copy(0, self._robust_index, gce)
-                return training, losses.detach()
-            return losses, losses.detach()
-        diff = outputs[:, :, 0] - target
-        losses = diff.pow(2)
-        if robust >= 0:
-            a = diff[robust : robust + 1].abs()
-            huber = torch.where(a < 1.0, a.pow(2), 2.0 * a - 1.0)
-            training = losses.index_copy(0, self._robust_index, huber)
-            return training, losses.detach()
-        return losses, losses.detach()
+        mask = self._mask() if self.task == "classification" else None
+        return expert_losses(
+            outputs, target, mask, self._role["consistency"], self._robust_index
+        )
 
     def _row_weights(
         self,
         active: np.ndarray,
         rows: np.ndarray,
         outliers: np.ndarray,
-        replayed: tuple[_Views, np.ndarray, np.ndarray] | None,
+        replayed: tuple[FeatureViews, np.ndarray, np.ndarray] | None,
         total: int,
     ) -> torch.Tensor:
         E = len(self.expert_names)
@@ -735,14 +686,9 @@ class Learner:
     ) -> torch.Tensor:
         """Per-row loss of the mixture; ``probs`` as in :meth:`_predict`."""
         index = torch.from_numpy(active)
-        if self.task == "classification":
-            if probs is None:
-                probs = self._probs(outputs)
-            mixed = _mix(probs, index, weights)
-            picked = mixed.gather(1, target.long().view(-1, 1))[:, 0]
-            return -torch.log(picked + _PROBA_FLOOR)
-        mixed = _mix(outputs, index, weights)[:, 0]
-        return (mixed - target).pow(2)
+        if probs is None:
+            probs = self._probs(outputs)
+        return mixture_loss(outputs, weights, index, target, probs)
 
     def _probs(self, outputs: torch.Tensor) -> torch.Tensor | None:
         """Every expert's class probabilities of ``outputs`` (None unless
@@ -788,16 +734,10 @@ class Learner:
         )
         U = np.concatenate([z, z_prev, encoded[:, 0], encoded[:, 1]], axis=1)
         self._graph.learn_many(U.astype(np.float64))
-        window_rows = windows[rows].reshape(len(rows), -1)
-        full = np.concatenate(
-            [window_rows, trends[rows], lags[rows], y[rows, None]], axis=1
-        )
-        code_rows = np.concatenate(
-            [codes.numpy()[rows], trends[rows], lags[rows, -1:], y[rows, None]], axis=1
-        )
+        full, code_rows = memory_rows(rows, windows, lags, y, codes, trends)
         self._memory.add(full, code_rows, losses)
 
-    def _replay_draw(self) -> tuple[_Views, np.ndarray, np.ndarray] | None:
+    def _replay_draw(self) -> tuple[FeatureViews, np.ndarray, np.ndarray] | None:
         """Views, targets and compressed-row flags of a replay draw, if due."""
         if not self.replay or self.task == "none" or self.batches % self.replay_every:
             return None
@@ -808,17 +748,16 @@ class Learner:
             return None
         W, d = self.window, self.n_features
         T, L = self._context.trend_width, self._autoencoder.latent
-        windows, trends, lags, targets = self._split_rows(full, scaled=False)
+        windows, trends, lags, targets = split_rows(full, W, d, T)
         with torch.no_grad():
             rebuilt = self._autoencoder.decode(torch.from_numpy(codes[:, :L])).numpy()
-        code_windows = np.zeros((len(codes), W, d), dtype=np.float32)
-        code_windows[:, -1] = rebuilt
-        code_lags = np.full((len(codes), W), np.nan)
-        code_lags[:, -1] = codes[:, -2]
+        code_windows, code_trends, code_lags, code_targets = expand_codes(
+            codes, rebuilt, W, d, T, L
+        )
         windows = np.concatenate([windows, code_windows])
-        trends = np.concatenate([trends, codes[:, L : L + T]])
+        trends = np.concatenate([trends, code_trends])
         lags = np.concatenate([lags, code_lags])
-        targets = np.concatenate([targets, codes[:, -1]]).astype(np.float64)
+        targets = np.concatenate([targets, code_targets]).astype(np.float64)
         if self.task == "regression":
             targets = self._target.transform_many(targets[:, None])[:, 0]
         with torch.no_grad():
@@ -826,22 +765,6 @@ class Learner:
         built = self._views(windows, lags, latent, trends)
         compressed = np.arange(len(windows)) >= len(full)
         return built, targets.astype(np.float32), compressed
-
-    def _split_rows(
-        self, full: np.ndarray, *, scaled: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Windows, trends, label lags and targets of full memory rows.
-
-        With ``scaled`` regression targets are standardised, as trained on.
-        """
-        W, d, T = self.window, self.n_features, self._context.trend_width
-        windows = full[:, : W * d].reshape(-1, W, d)
-        trends = full[:, W * d : W * d + T]
-        lags = full[:, W * d + T : W * d + T + W].astype(np.float64)
-        targets = full[:, -1].astype(np.float64)
-        if scaled and self.task == "regression":
-            targets = self._target.transform_many(targets[:, None])[:, 0]
-        return windows, trends, lags, targets
 
     def _learn_structure(
         self, X: np.ndarray, z: torch.Tensor, broken: np.ndarray, outliers: np.ndarray
@@ -888,62 +811,13 @@ class Learner:
         lags: np.ndarray,
         codes: torch.Tensor,
         trends: np.ndarray,
-    ) -> _Views:
+    ) -> FeatureViews:
         """Every view the experts need, and the router's context."""
-        n = len(windows)
-        encoded = self._context.encode(lags, self._target)
-        last = torch.from_numpy(np.ascontiguousarray(encoded[:, -1]))
-        z_np = np.ascontiguousarray(windows[:, -1])
-        z = torch.from_numpy(z_np)
-        trend = torch.from_numpy(trends)
-        views: dict[str, torch.Tensor] = {}
-        needed = self._needed
-        if "plain" in needed:
-            views["plain"] = torch.cat([z, trend, last], 1)
-        if "geometry" in needed:
-            views["geometry"] = torch.cat([self._pca.project(z), trend, last], 1)
-        if "sequence" in needed:
-            joined = np.concatenate([windows, encoded], axis=2).reshape(n, -1)
-            views["sequence"] = torch.from_numpy(joined)
-        if "latent" in needed:
-            views["latent"] = torch.cat([codes, trend, last], 1)
-        if "causal" in needed:
-            mask = torch.from_numpy(self._graph.parents.astype(np.float32))
-            inputs = torch.cat([z, torch.from_numpy(windows[:, -2]), last], 1)
-            views["causal"] = inputs * mask[: inputs.shape[1]]
-        z_router = z_np.astype(np.float64)
-        if self._projection is not None:
-            z_router = z_router @ self._projection
-        context = np.concatenate([np.ones((n, 1)), encoded[:, -1], z_router], 1)
-        return _Views(views, context, z, trends)
-
-    def _labelled(self, y: np.ndarray) -> np.ndarray:
-        known = np.isfinite(y)
-        if self.task == "classification":
-            known &= (y >= 0) & (y < self.max_classes) & (y == np.floor(y))
-        elif self.task == "regression":
-            known &= np.abs(y) <= self._target.max_abs
-        return known
-
-    def _check_X(self, X: np.ndarray) -> np.ndarray:
-        try:
-            X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise LearnerError(f"features are not numeric: {exc}") from None
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise LearnerError(
-                f"expected features of shape [n, {self.n_features}], got {X.shape}"
-            )
-        return X
-
-    def _check_y(self, y: np.ndarray, n: int) -> np.ndarray:
-        try:
-            y = np.asarray(y, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise LearnerError(f"targets are not numeric: {exc}") from None
-        if y.shape != (n,):
-            raise LearnerError(f"expected {n} targets of shape [{n}], got {y.shape}")
-        return y
+        return build_views(
+            windows, lags, codes, trends, stream=self._context, target=self._target,
+            pca=self._pca, graph=self._graph, needed=self._needed,
+            projection=self._projection,
+        )
 
     # Summaries for the node
 
@@ -985,14 +859,14 @@ class Learner:
         expert names and values that are not finite numbers are ignored.
         Returns the rates now in force.
         """
-        for name, value in _finite_items(learning_rates):
+        for name, value in finite_items(learning_rates):
             if name not in self._lr or value <= 0:
                 continue
             current = self._lr[name]
             moved = min(max(value, 0.5 * current), 1.5 * current)
             self._lr[name] = min(max(moved, self.lr_floor), self.lr_ceiling)
         self._apply_rates()
-        for name, value in _finite_items(router_priors):
+        for name, value in finite_items(router_priors):
             if name in self._lr:
                 index = self.expert_names.index(name)
                 self._router.priors[index] = min(max(value, 0.0), 1.0)
@@ -1000,35 +874,7 @@ class Learner:
 
     def take_window(self) -> dict[str, Any]:
         """Aggregates since the previous call (then reset), for an insight."""
-        stats = self._window_stats
-        start, end = stats.halves()
-        records = max(stats.records, 1)
-        rates = self.learning_rates()
-        experts = {
-            name: {
-                "lr": rates[name],
-                "loss_start": float(min(start[i], _LOSS_CAP)),
-                "loss_end": float(min(end[i], _LOSS_CAP)),
-                "usage": min(1.0, float(stats.routed[i]) / records),
-                "samples": int(stats.samples[i]),
-            }
-            for i, name in enumerate(self.expert_names)
-        }
-        labelled = stats.labelled
-        accuracy = None
-        if self.task == "classification" and labelled:
-            accuracy = stats.correct / labelled
-        window = {
-            "records": stats.records,
-            "loss": min(stats.loss_sum / labelled, _LOSS_CAP) if labelled else 0.0,
-            "accuracy": accuracy,
-            "experts": experts,
-            "drift": {"events": self._window_events, "active": self.drift_active},
-            "memory_bytes": self.memory_bytes(),
-        }
-        stats.reset()
-        self._window_events = 0
-        return window
+        return take_window_of(self)
 
     def replace_rules(self, rules: Rules | None) -> None:
         """Check records against new governance rules from the next batch on.
@@ -1049,36 +895,17 @@ class Learner:
         first 1,000 records) and is flat afterwards, as long as the caller
         takes a window now and then (:meth:`take_window`).
         """
-        router = self._router
-        arrays = (router.S, router.b, self._context.history_x, self._scaler.mean)
-        return (
-            self._bank.nbytes()
-            + 3 * 4 * router.gate.numel()
-            + sum(a.nbytes for a in arrays)
-            + 4 * self._pca.components.numel()
-            + 5 * 4 * self._autoencoder.flat.numel()
-            + self._graph.outer.nbytes
-            + self._memory.nbytes()
-            + self._outliers.buffer.nbytes
-            + 2 * 4 * self._bank.flat.numel()
-            + self._window_stats.nbytes()
-        )
+        return memory_bytes_of(self)
 
     # Gossip
 
     def weight_spec(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """Expert -> parameter -> shape of the float32 tensors gossip exchanges."""
-        spec = {name: self._bank.spec(name) for name in self.expert_names}
-        for name in self._geometry:
-            spec[name]["components"] = tuple(self._pca.components.shape)
-        return spec
+        return weight_spec_of(self._bank, self._pca, self.expert_names, self._geometry)
 
     def export_expert(self, name: str) -> dict[str, np.ndarray]:
         """Float32 copies of expert ``name``'s exchanged parameters."""
-        params = self._bank.export(name)
-        if name in self._geometry:
-            params["components"] = self._pca.components.numpy().copy()
-        return params
+        return export_weights(self._bank, self._pca, name, self._geometry)
 
     def blend_expert(
         self, name: str, params: dict[str, np.ndarray], factor: float
@@ -1091,62 +918,14 @@ class Learner:
         value that is not finite.
         """
         spec = self.weight_spec().get(name) if isinstance(name, str) else None
-        if spec is None:
-            raise LearnerError(f"unknown expert {name!r}")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-            kind = type(factor).__name__
-            raise LearnerError(f"blend factor must be a number, got {kind}")
-        if not 0.0 <= factor <= 1.0:
-            raise LearnerError(f"blend factor {factor} is outside [0, 1]")
-        if not isinstance(params, dict) or set(params) != set(spec):
-            got = sorted(map(str, params)) if isinstance(params, dict) else params
-            raise LearnerError(
-                f"expert {name} needs parameters {sorted(spec)}, got {got}"
-            )
-        for pname, shape in spec.items():
-            value = params[pname]
-            if not isinstance(value, np.ndarray) or value.dtype != np.float32:
-                raise LearnerError(f"{name}.{pname} must be a float32 array")
-            if value.shape != shape:
-                raise LearnerError(
-                    f"{name}.{pname} has shape {value.shape}; expected {shape}"
-                )
-            if not np.isfinite(value).all():
-                raise LearnerError(f"{name}.{pname} holds values that are not finite")
-        head = {pname: params[pname] for pname in self._bank.spec(name)}
-        self._bank.blend(name, head, float(factor))
-        if name in self._geometry:
-            self._pca.blend(params["components"], float(factor))
+        check_blend(spec, name, params, factor)
+        blend_weights(self._bank, self._pca, name, params, factor, self._geometry)
 
     # Saving and restoring
 
     def state_dict(self) -> dict[str, Any]:
         """The whole state, as tensors and plain values (``weights_only`` safe)."""
-        return {
-            "format": STATE_FORMAT,
-            "config": self._config(),
-            "records": self.records,
-            "batches": self.batches,
-            "lr": dict(self._lr),
-            "scaler": self._scaler.state_dict(),
-            "target": self._target.state_dict(),
-            "pca": self._pca.state_dict(),
-            "autoencoder": self._autoencoder.state_dict(),
-            "graph": self._graph.state_dict(),
-            "governor": self._governor.state_dict(),
-            "outliers": self._outliers.state_dict(),
-            "drift": self._drift.state_dict(),
-            "bank": self._bank.state_dict(),
-            "router": self._router.state_dict(),
-            "memory": self._memory.state_dict(),
-            "schedule": self._schedule.state_dict(),
-            "consolidation": self._consolidation.state_dict(),
-            "context": self._context.state_dict(),
-            "class_counts": torch.from_numpy(self._class_counts.copy()),
-            "seen": self._seen,
-            "counters": [self._window_events, self._quarantined, self._excluded],
-            "window": self._window_stats.state_dict(),
-        }
+        return state_of(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` of a learner built alike.
@@ -1171,71 +950,13 @@ class Learner:
         self._restore(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        counts = np.asarray(state["class_counts"], dtype=np.float64).copy()
-        if counts.shape != (self.max_classes,):
-            raise ValueError(f"class counts have shape {counts.shape}")
-        lr = {name: float(state["lr"][name]) for name in self.expert_names}
-        self._scaler.load_state_dict(state["scaler"])
-        self._target.load_state_dict(state["target"])
-        self._pca.load_state_dict(state["pca"])
-        self._autoencoder.load_state_dict(state["autoencoder"])
-        self._graph.load_state_dict(state["graph"])
-        self._governor.load_state_dict(state["governor"])
-        self._outliers.load_state_dict(state["outliers"])
-        self._drift.load_state_dict(state["drift"])
-        self._bank.load_state_dict(state["bank"])
-        self._router.load_state_dict(state["router"])
-        self._memory.load_state_dict(state["memory"])
-        self._schedule.load_state_dict(state["schedule"])
-        self._consolidation.load_state_dict(state["consolidation"])
-        self._context.load_state_dict(state["context"])
-        self._window_stats.load_state_dict(state["window"])
-        self._class_counts = counts
-        self._lr = lr
-        self._seen = int(state["seen"])
-        self._window_events, self._quarantined, self._excluded = (
-            int(v) for v in state["counters"]
-        )
-        self.records = int(state["records"])
-        self.batches = int(state["batches"])
+        restore_state(self, state)
 
     def _config(self) -> dict[str, Any]:
-        return {
-            "n_features": self.n_features,
-            "task": self.task,
-            "max_classes": self.max_classes,
-            "top_k": self.top_k,
-            "use_label_context": self.use_label_context,
-            "experts": list(self.expert_names),
-            "window": self.window,
-            "n_components": self._pca.n_components,
-            "latent": self._autoencoder.latent,
-            "routing": self.routing,
-            "feature_names": list(self.feature_names),
-        }
+        return config_of(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Learner:
         twin = Learner(self.n_features, **self._options)
         twin.load_state_dict(self.state_dict())
         return twin
 
-
-def _mix(
-    values: torch.Tensor, active: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """Mix ``values`` [E, n, o] of the ``active`` [n, k] experts by ``weights``."""
-    index = active.unsqueeze(2).expand(-1, -1, values.shape[2])
-    chosen = values.transpose(0, 1).gather(1, index)
-    return torch.bmm(weights.unsqueeze(1), chosen)[:, 0]
-
-
-def _finite_items(mapping: Any) -> list[tuple[str, float]]:
-    if not isinstance(mapping, dict):
-        return []
-    items = []
-    for name, value in mapping.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if isinstance(name, str) and math.isfinite(value):
-            items.append((name, float(value)))
-    return items

@@ -1,4 +1,5 @@
-"""Aggregates the learner shows the node: its embedding and its status."""
+"""Aggregates the learner shows the node: its embedding, status, insight window
+and memory footprint."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sfhfe_node.learner.mixture import LOSS_CAP
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 
 if TYPE_CHECKING:
     from sfhfe_node.learner.learner import Learner
 
-__all__ = ["EMBEDDING_SIZE", "embedding", "status_of"]
+__all__ = [
+    "EMBEDDING_SIZE",
+    "embedding",
+    "memory_bytes_of",
+    "status_of",
+    "take_window_of",
+]
 
 EMBEDDING_SIZE = 16
 _EXPLAINED = 0.9  # share of variance that defines the intrinsic dimension
@@ -127,6 +135,58 @@ def status_of(learner: Learner) -> dict[str, Any]:
             "ignored_rewards": learner._router.ignored_rewards,
         },
     }
+
+
+def take_window_of(learner: Learner) -> dict[str, Any]:
+    """The learner's aggregates since the previous call, for an insight; then
+    its window statistics and drift-event count are reset."""
+    stats = learner._window_stats
+    start, end = stats.halves()
+    records = max(stats.records, 1)
+    rates = learner.learning_rates()
+    experts = {
+        name: {
+            "lr": rates[name],
+            "loss_start": float(min(start[i], LOSS_CAP)),
+            "loss_end": float(min(end[i], LOSS_CAP)),
+            "usage": min(1.0, float(stats.routed[i]) / records),
+            "samples": int(stats.samples[i]),
+        }
+        for i, name in enumerate(learner.expert_names)
+    }
+    labelled = stats.labelled
+    accuracy = None
+    if learner.task == "classification" and labelled:
+        accuracy = stats.correct / labelled
+    window = {
+        "records": stats.records,
+        "loss": min(stats.loss_sum / labelled, LOSS_CAP) if labelled else 0.0,
+        "accuracy": accuracy,
+        "experts": experts,
+        "drift": {"events": learner._window_events, "active": learner.drift_active},
+        "memory_bytes": learner.memory_bytes(),
+    }
+    stats.reset()
+    learner._window_events = 0
+    return window
+
+
+def memory_bytes_of(learner: Learner) -> int:
+    """Approximate bytes held by the learner's state (see its ``memory_bytes``)."""
+    router = learner._router
+    arrays = (router.S, router.b, learner._context.history_x, learner._scaler.mean)
+    return (
+        learner._bank.nbytes()
+        + 3 * 4 * router.gate.numel()
+        + sum(a.nbytes for a in arrays)
+        + 4 * learner._pca.components.numel()
+        + 5 * 4 * learner._autoencoder.flat.numel()
+        + learner._graph.outer.nbytes
+        + learner._memory.nbytes()
+        + learner._outliers.buffer.nbytes
+        + 2 * 4 * learner._bank.flat.numel()
+        + learner._window_stats.nbytes()
+    )
 
 
 def _squash(values: np.ndarray) -> np.ndarray:

@@ -25,6 +25,13 @@ MODULES = [
     "optim",
     "router",
     "window",
+    "exchange",
+    "inputs",
+    "mixture",
+    "records",
+    "replay",
+    "state",
+    "views",
 ]
 
 
