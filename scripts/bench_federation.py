@@ -181,7 +181,7 @@ class Attacker:
                     reason = getattr(message, "reason", "")
                     self.acks[reason] = self.acks.get(reason, 0) + 1
         except ConnectionClosed:
-            pass
+            return  # the node closed the link: the attack run is over
         finally:
             sender.cancel()
 

@@ -51,6 +51,7 @@ run the script from a copy of the repository taken for the measurement.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import signal
@@ -111,12 +112,10 @@ def _wait_records(api: int, records: int, process: subprocess.Popen[bytes]) -> N
     url = f"http://{HOST}:{api}/v1/status"
     deadline = time.monotonic() + RUN_LIMIT_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
-        try:
+        with contextlib.suppress(OSError, ValueError, KeyError):
             with urllib.request.urlopen(url, timeout=1) as reply:
                 if json.load(reply)["records"] >= records:
                     return
-        except (OSError, ValueError, KeyError):
-            pass
         time.sleep(0.1)
 
 

@@ -330,8 +330,8 @@ async def test_stop_closes_the_store(config, client) -> None:
     async with running(config) as url:
         await post_json(client, url, make_insight())
     with pytest.raises(aiohttp.ClientConnectionError):
-        async with client.get(url + "/healthz"):
-            pass
+        async with client.get(url + "/healthz") as reply:
+            pytest.fail(f"a stopped coordinator answered {reply.status}")
     store = Store(config.database)
     assert store.count_insights() == 1
     store.close()

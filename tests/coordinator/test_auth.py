@@ -176,4 +176,4 @@ async def test_bad_certificate_is_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="TLS"):
         async with running(config):
-            pass
+            pytest.fail("a coordinator with a bogus certificate started")
