@@ -39,7 +39,13 @@ from sfhfe_node.learner.learner import (
 )
 from sfhfe_node.learner.memory import TIERS, Consolidation, TieredMemory
 from sfhfe_node.learner.meta import MetaSchedule
-from sfhfe_node.learner.mixture import expert_losses, mix, mixture_loss
+from sfhfe_node.learner.mixture import (
+    expert_gradient,
+    expert_losses,
+    mix,
+    mixture_gradient,
+    mixture_loss,
+)
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 from sfhfe_node.learner.optim import FlatAdam
 from sfhfe_node.learner.replay import expand_codes, memory_rows, split_rows
@@ -95,6 +101,7 @@ __all__ = [
     "config_of",
     "embedding",
     "expand_codes",
+    "expert_gradient",
     "expert_losses",
     "export_weights",
     "finite_items",
@@ -103,6 +110,7 @@ __all__ = [
     "memory_bytes_of",
     "memory_rows",
     "mix",
+    "mixture_gradient",
     "mixture_loss",
     "parse_rules",
     "restore_state",

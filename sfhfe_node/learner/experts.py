@@ -138,6 +138,8 @@ class ExpertBank:
         self.optimizer = FlatAdam(self.flat)
         order = [i for group in self.groups for i in group.members]
         self._unsort = torch.tensor(np.argsort(order), dtype=torch.long)
+        self._order = torch.tensor(order, dtype=torch.long)
+        self._counts = [len(group.members) for group in self.groups]
         self._sorted = order == sorted(order)
         # per group: parameter name -> shape of one expert's tensor as used,
         # a bias [out] taken as [1, out]
@@ -150,6 +152,11 @@ class ExpertBank:
         ]
         for spec in specs:
             self.set_lr(spec.name, spec.lr)
+        # views of the flat weights without autograd, for the taped passes;
+        # the optimiser and every load write into the flat vector in place
+        with torch.no_grad():
+            self._taped_params = self._unpacked()
+        self._one = torch.ones(())
 
     def _layout(self, widths: dict[str, int]) -> tuple[_Group, ...]:
         keys: dict[tuple[int, int, int], list[int]] = {}
@@ -241,26 +248,53 @@ class ExpertBank:
         ]
 
     def forward(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Outputs of every expert, [n_experts, n, n_outputs], in spec order."""
+        """Outputs of every expert, [n_experts, n, n_outputs], in spec order.
+
+        Differentiable: under autograd the gradient reaches :attr:`flat`.
+        The learner's training path uses :meth:`forward_taped` and
+        :meth:`backward` instead, which compute the same gradient by hand.
+        """
+        return self._run(views, None)
+
+    @torch.no_grad()
+    def forward_taped(
+        self, views: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, list[Any]]:
+        """:meth:`forward` without autograd, and the tape :meth:`backward` reads."""
+        tape: list[Any] = []
+        return self._run(views, tape), tape
+
+    def _run(
+        self, views: dict[str, torch.Tensor], tape: list[Any] | None
+    ) -> torch.Tensor:
         outputs = []
-        for group, p in zip(self.groups, self._unpacked()):
+        params = self._unpacked() if tape is None else self._taped_params
+        for group, p in zip(self.groups, params):
             inputs = [views[self.specs[i].view] for i in group.members]
             if all(x is inputs[0] for x in inputs):
                 X = inputs[0].unsqueeze(0).expand(len(inputs), -1, -1)
             else:
                 X = torch.stack(inputs)
             if group.steps:
-                outputs.append(self._recurrent(group, X, p))
+                outputs.append(self._recurrent(group, X, p, tape))
             elif group.hidden == 0:
                 outputs.append(torch.baddbmm(p["b"], X, p["w"]))
+                if tape is not None:
+                    tape.append((X,))
             else:
                 hidden = torch.tanh(torch.baddbmm(p["b1"], X, p["w1"]))
                 outputs.append(torch.baddbmm(p["b2"], hidden, p["w2"]))
+                if tape is not None:
+                    tape.append((X, hidden))
         joined = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return joined if self._sorted else joined.index_select(0, self._unsort)
 
     def _recurrent(
-        self, group: _Group, X: torch.Tensor, p: dict[str, torch.Tensor]
+        self,
+        group: _Group,
+        X: torch.Tensor,
+        p: dict[str, torch.Tensor],
+        tape: list[Any] | None,
     ) -> torch.Tensor:
         count, n, _ = X.shape
         H = group.hidden
@@ -269,6 +303,7 @@ class ExpertBank:
         gates_x = torch.baddbmm(p["bx"], sequence, p["wx"])
         gates_x = gates_x.view(count, n, group.steps, 3 * H)
         state = X.new_zeros((count, n, H))
+        steps = []
         # one split per tensor (not a slice per part) keeps the graph small
         for step, gx in enumerate(gates_x.unbind(2)):
             # the state starts at zero, where its product with wh is the bias
@@ -278,8 +313,87 @@ class ExpertBank:
             reset, update = torch.sigmoid(gx_gates + gh_gates).chunk(2, dim=2)
             fresh = torch.addcmul(gx_fresh, reset, gh_fresh)
             candidate = torch.tanh(fresh)
+            if tape is not None:
+                steps.append((state, reset, update, gh_fresh, candidate))
             state = torch.lerp(candidate, state, update)
+        if tape is not None:
+            tape.append((sequence, steps, state))
         return torch.baddbmm(p["b2"], state, p["w2"])
+
+    @torch.no_grad()
+    def backward(self, tape: list[Any], grad: torch.Tensor) -> torch.Tensor:
+        """Gradient over :attr:`flat` of ``(grad * outputs).sum()``.
+
+        ``tape`` comes from the :meth:`forward_taped` call that gave the
+        outputs and ``grad`` is shaped like them. Written out by hand: the
+        same numbers as autograd's at a fraction of its bookkeeping, which
+        dominates at the learner's small batch sizes.
+        """
+        if not self._sorted:
+            grad = grad.index_select(0, self._order)
+        parts = grad.split_with_sizes(self._counts)
+        out = torch.empty(self.flat.shape)
+        blocks = iter(out.split_with_sizes(self._sizes))
+        for g, (group, entry, G) in enumerate(zip(self.groups, tape, parts)):
+            p = self._taped_params[g]
+            d = {
+                pname: next(blocks).view(len(group.members), *shape)
+                for pname, shape in self._shapes[g].items()
+            }
+            if group.steps:
+                self._recurrent_backward(group, entry, G, p, d)
+            elif group.hidden == 0:
+                (X,) = entry
+                torch.bmm(X.transpose(1, 2), G, out=d["w"])
+                torch.sum(G, dim=1, keepdim=True, out=d["b"])
+            else:
+                X, hidden = entry
+                torch.bmm(hidden.transpose(1, 2), G, out=d["w2"])
+                torch.sum(G, dim=1, keepdim=True, out=d["b2"])
+                dpre = torch.bmm(G, p["w2"].transpose(1, 2))
+                dpre.mul_(torch.addcmul(self._one, hidden, hidden, value=-1.0))
+                torch.bmm(X.transpose(1, 2), dpre, out=d["w1"])
+                torch.sum(dpre, dim=1, keepdim=True, out=d["b1"])
+        return out
+
+    def _recurrent_backward(
+        self,
+        group: _Group,
+        entry: tuple[Any, ...],
+        G: torch.Tensor,
+        p: dict[str, torch.Tensor],
+        d: dict[str, torch.Tensor],
+    ) -> None:
+        sequence, steps, last = entry
+        count, n = G.shape[0], G.shape[1]
+        H = group.hidden
+        torch.bmm(last.transpose(1, 2), G, out=d["w2"])
+        torch.sum(G, dim=1, keepdim=True, out=d["b2"])
+        dstate = torch.bmm(G, p["w2"].transpose(1, 2))
+        dgates_x = sequence.new_empty((count, n, group.steps, 3 * H))
+        d["wh"].zero_()
+        d["bh"].zero_()
+        wh_t = p["wh"].transpose(1, 2)
+        for step in range(group.steps - 1, -1, -1):
+            state, reset, update, gh_fresh, candidate = steps[step]
+            dgx = dgates_x[:, :, step]
+            dr, du, dfresh = dgx.split_with_sizes((H, H, H), dim=2)
+            # state' = candidate + update * (state - candidate)
+            one = self._one
+            torch.mul(dstate, state - candidate, out=du)
+            du.mul_(torch.addcmul(update, update, update, value=-1.0))
+            torch.mul(dstate, torch.sub(one, update), out=dfresh)
+            dfresh.mul_(torch.addcmul(one, candidate, candidate, value=-1.0))
+            torch.mul(dfresh, gh_fresh, out=dr)
+            dr.mul_(torch.addcmul(reset, reset, reset, value=-1.0))
+            dgh = torch.cat([dr, du, dfresh * reset], dim=2)
+            d["bh"].add_(dgh.sum(dim=1, keepdim=True))
+            if step:
+                d["wh"].baddbmm_(state.transpose(1, 2), dgh)
+                dstate = torch.baddbmm(dstate * update, dgh, wh_t)
+        flat_gates = dgates_x.view(count, n * group.steps, 3 * H)
+        torch.bmm(sequence.transpose(1, 2), flat_gates, out=d["wx"])
+        torch.sum(flat_gates, dim=1, keepdim=True, out=d["bx"])
 
     def step(self) -> None:
         """Apply the gradient accumulated in the flat vector."""

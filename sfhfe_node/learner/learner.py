@@ -33,8 +33,9 @@ from sfhfe_node.learner.meta import MetaSchedule
 from sfhfe_node.learner.mixture import (
     LOSS_CAP,
     PROBA_FLOOR,
-    expert_losses,
+    expert_gradient,
     mix,
+    mixture_gradient,
     mixture_loss,
 )
 from sfhfe_node.learner.normalizer import OnlineStandardizer
@@ -301,7 +302,6 @@ class Learner:
             role: self.expert_names.index(role) if role in self.expert_names else -1
             for role in ("consistency", "memory", "governance")
         }
-        self._robust_index = torch.tensor([max(self._role["consistency"], 0)])
         self._history_experts = np.array(
             [spec.view in _HISTORY_VIEWS for spec in experts]
         )
@@ -398,16 +398,14 @@ class Learner:
                 key: torch.cat([value, replayed[0].views[key]])
                 for key, value in views.items()
             }
-        outputs = self._bank.forward(views)
+        outputs, tape = self._bank.forward_taped(views)
         current = outputs[:, : len(X)]
         weights = self._weights(built.context, active)
-        probs = self._probs(current.detach())
-        prediction = self._predict(
-            current.detach(), active, weights.detach(), errors, probs
-        )
+        probs = self._probs(current)
+        prediction = self._predict(current, active, weights, errors, probs)
         report = self._learn(
             X, y, windows, lags, built, codes, tracked if structure else None,
-            active, outputs, weights, prediction, replayed, ema, probs,
+            active, outputs, tape, weights, prediction, replayed, ema, probs,
         )
         return prediction, report
 
@@ -448,6 +446,7 @@ class Learner:
             return np.broadcast_to(np.arange(E), (len(context), E)).copy()
         return self._router.route(context, explore=explore)
 
+    @torch.no_grad()
     def _weights(self, context: np.ndarray, active: np.ndarray) -> torch.Tensor:
         if self.routing == "uniform":
             return torch.full(active.shape, 1.0 / active.shape[1])
@@ -502,6 +501,7 @@ class Learner:
         tracked: torch.Tensor | None,
         active: np.ndarray,
         outputs: torch.Tensor,
+        tape: list[Any],
         weights: torch.Tensor,
         prediction: Prediction,
         replayed: tuple[FeatureViews, np.ndarray, np.ndarray] | None,
@@ -510,6 +510,7 @@ class Learner:
     ) -> StepReport:
         """Learn a predicted batch; ``tracked`` holds the autoencoder's errors
         with their gradient on the batches where the structure learns,
+        ``tape`` what the experts' backward pass needs of their forward pass,
         ``ema`` the moving averages after the batch and ``probs`` the
         experts' class probabilities of the batch's rows (None outside
         classification)."""
@@ -562,26 +563,31 @@ class Learner:
                 picked_out = torch.cat([learned, outputs[:, n:]], dim=1)
                 gate, routed = weights[rows], active[rows]
                 learned_probs = None if probs is None else probs[:, rows]
-            row_losses, plain_losses = self._row_losses(picked_out, target_t)
             row_weights = self._row_weights(active, rows, outliers, replayed, total)
-            mixture = self._mixture_loss(
-                learned.detach(), gate, routed, target_t[: len(rows)],
-                learned_probs,
+            plain_losses, grad = self._row_gradient(
+                picked_out, target_t, row_weights.div_(len(rows))
+            )
+            if len(rows) != n:  # back to the rows of the forward pass
+                kept = np.concatenate([rows, np.arange(n, outputs.shape[1])])
+                grad = outputs.new_zeros(outputs.shape).index_copy_(
+                    1, torch.from_numpy(kept), grad
+                )
+            if learned_probs is None:
+                learned_probs = self._probs(learned)
+            routed_t = torch.from_numpy(routed)
+            mixture, gate_grad = mixture_gradient(
+                learned, gate, routed_t, target_t[: len(rows)], learned_probs
             )
             if self.task != "classification":
-                scaled = mixture.detach().clamp(max=LOSS_CAP)
+                scaled = mixture.clamp(max=LOSS_CAP)
                 loss_sum = float(scaled.sum())
                 errors_seen = scaled.double().numpy()
-            expert_loss = (row_losses * row_weights).sum() / len(rows)
-            total_loss = expert_loss + mixture.mean()
-            if reconstruction is not None:
-                total_loss = total_loss + reconstruction
-                reconstruction = None
-            total_loss.backward()
+            self._bank.flat.grad = self._bank.backward(tape, grad)
             self._consolidation.penalise(self._bank.flat)
             self._bank.step()
             if self.routing == "bandit":
-                self._router.step_gate()
+                context = torch.from_numpy(built.context[rows]).float()
+                self._router.learn_gate(context, routed_t, gate, gate_grad)
             current = plain_losses[:, : len(rows)].clamp(max=LOSS_CAP)
             detached = current.double().numpy()
             expert_sums = detached.sum(axis=1)
@@ -589,7 +595,7 @@ class Learner:
                 rewards = -np.take_along_axis(detached.T, routed, axis=1)
                 self._router.learn_many(built.context[rows], routed, rewards)
             samples = (row_weights[:, : len(rows)] > 0).sum(dim=1).double().numpy()
-            row_losses_np = mixture.detach().double().numpy()
+            row_losses_np = mixture.double().numpy()
             self._after_labels(
                 rows, windows, lags, y, codes, built.trends, row_losses_np
             )
@@ -643,14 +649,15 @@ class Learner:
         self._target.learn_many(y[rows, None])
         return torch.from_numpy(self._target.transform_many(y[rows, None])[:, 0])
 
-    def _row_losses(
-        self, outputs: torch.Tensor, target: torch.Tensor
+    def _row_gradient(
+        self, outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-expert, per-row training losses [E, rows] (robust for the
-        consistency expert) and the plain prequential losses, detached."""
+        """Plain prequential losses [E, rows] and the gradient over ``outputs``
+        of the experts' training loss weighted by ``weights`` (robust for the
+        consistency expert)."""
         mask = self._mask() if self.task == "classification" else None
-        return expert_losses(
-            outputs, target, mask, self._role["consistency"], self._robust_index
+        return expert_gradient(
+            outputs, target, mask, self._role["consistency"], weights
         )
 
     def _row_weights(

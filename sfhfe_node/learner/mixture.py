@@ -12,8 +12,10 @@ __all__ = [
     "GCE_Q",
     "LOSS_CAP",
     "PROBA_FLOOR",
+    "expert_gradient",
     "expert_losses",
     "mix",
+    "mixture_gradient",
     "mixture_loss",
 ]
 
@@ -83,3 +85,60 @@ def mixture_loss(
         return -torch.log(picked + PROBA_FLOOR)
     mixed = mix(outputs, index, weights)[:, 0]
     return (mixed - target).pow(2)
+
+
+def expert_gradient(
+    outputs: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    robust: int,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain per-expert losses [E, rows] and the gradient of the training loss.
+
+    The training loss is ``(weights * losses).sum()`` with the losses of
+    :func:`expert_losses` (``robust`` names the expert on a robust loss); the
+    gradient is taken over ``outputs`` [E, rows, o] and written out by hand:
+    ``softmax - onehot`` for a log-loss, scaled by ``p_target ** q`` for the
+    generalised cross-entropy, ``2 * error`` for a squared error and its
+    clipped value for the Huber loss.
+    """
+    if mask is not None:
+        logp = torch.log_softmax(outputs + mask, dim=2)
+        index = target.long().view(1, -1, 1).expand(logp.shape[0], -1, 1)
+        picked = logp.gather(2, index)
+        coef = weights.unsqueeze(2)
+        if robust >= 0:
+            coef = coef.clone()
+            coef[robust].mul_(picked[robust].mul(GCE_Q).exp_())
+        grad = logp.exp_().mul_(coef)
+        grad.scatter_add_(2, index, -coef)
+        return picked[:, :, 0].neg_(), grad
+    diff = outputs[:, :, 0] - target
+    losses = diff * diff
+    slope = diff * 2.0
+    if robust >= 0:
+        slope[robust].clamp_(-2.0, 2.0)
+    return losses, (slope * weights).unsqueeze(2)
+
+
+def mixture_gradient(
+    outputs: torch.Tensor,
+    weights: torch.Tensor,
+    index: torch.Tensor,
+    target: torch.Tensor,
+    probs: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row losses of :func:`mixture_loss` and the gradient of their mean
+    over ``weights`` [rows, k], written out by hand."""
+    rows = max(len(target), 1)
+    if probs is not None:
+        picked = probs.gather(
+            2, target.long().view(1, -1, 1).expand(probs.shape[0], -1, 1)
+        )[:, :, 0]
+        chosen = picked.t().gather(1, index)
+        mixed = (weights * chosen).sum(dim=1) + PROBA_FLOOR
+        return -torch.log(mixed), chosen.div_(mixed.unsqueeze(1)).mul_(-1.0 / rows)
+    chosen = outputs[:, :, 0].t().gather(1, index)
+    error = (weights * chosen).sum(dim=1) - target
+    return error * error, chosen.mul_(error.unsqueeze(1) * (2.0 / rows))

@@ -151,6 +151,29 @@ class Router:
         """Apply the gradient back-propagated into the gate."""
         self.gate_optimizer.step()
 
+    @torch.no_grad()
+    def learn_gate(
+        self,
+        C: torch.Tensor,
+        active: torch.Tensor,
+        weights: torch.Tensor,
+        grad: torch.Tensor,
+    ) -> None:
+        """One gate step from the loss gradient over its ``weights`` [n, k].
+
+        ``weights`` are what :meth:`mix_weights` gave for the contexts ``C``
+        and ``active`` experts; the gradient goes back through the softmax and
+        the linear map by hand and the gate's optimiser applies it.
+        """
+        logits = weights * (grad - (weights * grad).sum(dim=1, keepdim=True))
+        full = logits.new_zeros((len(C), self.n_experts)).scatter_(1, active, logits)
+        split = self.context_dim * self.n_experts
+        total = torch.empty(self.gate.shape)
+        torch.mm(C.t(), full, out=total[:split].view(self.context_dim, self.n_experts))
+        torch.sum(full, dim=0, out=total[split:])
+        self.gate.grad = total
+        self.gate_optimizer.step()
+
     def usage(self) -> np.ndarray:
         """Share of routing slots each expert received so far; uniform at first."""
         total = self.counts.sum()

@@ -86,3 +86,22 @@ def test_gate_weights_are_a_distribution_over_active_experts() -> None:
     weights = router.mix_weights(torch.from_numpy(C).float(), torch.from_numpy(active))
     assert weights.shape == active.shape
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(C)))
+
+
+def test_hand_written_gate_gradient_matches_autograd() -> None:
+    """:meth:`Router.learn_gate` takes the step autograd's gradient would."""
+    gen = torch.Generator().manual_seed(4)
+    C = torch.randn((9, 5), generator=gen)
+    active = torch.stack([torch.randperm(6, generator=gen)[:3] for _ in range(9)])
+    upstream = torch.randn((9, 3), generator=gen)
+    by_hand = Router(6, 5, top_k=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        by_hand.gate.copy_(torch.randn(by_hand.gate.shape, generator=gen))
+    reference = Router(6, 5, top_k=3, generator=torch.Generator().manual_seed(0))
+    reference.load_state_dict(by_hand.state_dict())
+    (reference.mix_weights(C, active) * upstream).sum().backward()
+    reference.step_gate()
+    with torch.no_grad():
+        weights = by_hand.mix_weights(C, active)
+    by_hand.learn_gate(C, active, weights, upstream)
+    torch.testing.assert_close(by_hand.gate, reference.gate, rtol=1e-5, atol=1e-6)
