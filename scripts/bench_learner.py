@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/bench_learner.py [--data DIR] [--streams elec2,shuttle]
-        [--batch 32] [--seed 0] [--more-seeds 1,2] [--limit N] [--quick]
+        [--batch 64] [--seed 0] [--more-seeds 1,2] [--limit N] [--quick]
         [--no-river] [--json PATH]
 
 Runs every row test-then-train over the same records, in this process, one
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--streams", default=",".join(STREAMS))
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--more-seeds", type=_seed_list, default=[],

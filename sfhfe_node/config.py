@@ -1,8 +1,8 @@
 """Settings for both roles, and where each value came from.
 
 Every setting can be given, in order of precedence, as a command-line flag
-(``--batch-size 32``), an environment variable (``SFHFE_BATCH_SIZE=32``), a key
-of the TOML file named by ``--config`` (``batch_size = 32``, at the top level
+(``--batch-size 64``), an environment variable (``SFHFE_BATCH_SIZE=64``), a key
+of the TOML file named by ``--config`` (``batch_size = 64``, at the top level
 or under a ``[server]`` / ``[client]`` table for one role), or left at its
 default. :func:`resolve` returns a :class:`Settings` that records the source of
 each value; a bad value raises :class:`ConfigError` naming the setting, the
@@ -232,10 +232,11 @@ SETTINGS: tuple[Setting, ...] = (
             "TOML or JSON governance rules file (reloaded on SIGHUP)", ("client",)),
     Setting("max_classes", _positive_int, 16, "most distinct labels learned",
             ("client",)),
-    Setting("batch_size", _positive_int, 32, "records per mini-batch", ("client",)),
+    Setting("batch_size", _positive_int, 64, "most records per mini-batch",
+            ("client",)),
     Setting("predictions", _path, None, "JSON-lines file for predictions",
             ("client",)),
-    Setting("insight_every", _positive_int, 20, "batches between insights",
+    Setting("insight_every", _positive_int, 10, "batches between insights",
             ("client",)),
     Setting("insight_seconds", _seconds, 30.0, "most seconds between insights",
             ("client",)),

@@ -138,7 +138,7 @@ def run_demo(
                      "--predictions", str(state / node / "predictions.jsonl"),
                      "--summary", str(state / node / "summary.json"),
                      "--gossip-interval", str(gossip_interval),
-                     "--gossip-cooldown", "5", "--insight-every", "10", "--stay"],
+                     "--gossip-cooldown", "5", "--insight-every", "5", "--stay"],
                     state,
                 )
             )

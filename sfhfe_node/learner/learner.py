@@ -490,6 +490,7 @@ class Learner:
             return np.expm1(np.maximum(values, 0.0))
         return values * float(self._target.std[0]) + float(self._target.mean[0])
 
+    @torch.no_grad()
     def _learn(
         self,
         X: np.ndarray,
@@ -528,9 +529,9 @@ class Learner:
         outliers = self._outliers.flag(X)
         self._quarantined += int(outliers.sum())
         clean = np.flatnonzero(~broken & ~outliers)
-        reconstruction = None
         if tracked is not None and len(clean):
-            reconstruction = tracked[torch.from_numpy(clean)].mean()
+            with torch.enable_grad():
+                tracked[torch.from_numpy(clean)].mean().backward()
             self._autoencoder.observe(prediction.anomaly[clean])
         self._excluded += int((broken & labelled).sum())
         rows = np.flatnonzero(labelled & ~broken)
@@ -601,8 +602,6 @@ class Learner:
             )
             self._schedule_update(expert_sums / len(rows))
 
-        if reconstruction is not None:
-            reconstruction.backward()
         if tracked is not None and len(clean):
             self._autoencoder.step()
         self._router.count_routes(active[:, : self.top_k])

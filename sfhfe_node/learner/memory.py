@@ -100,7 +100,16 @@ class TieredMemory:
         self.offered += n
 
     def _anchor(self, full: np.ndarray, losses: np.ndarray) -> None:
-        scores = np.concatenate([self.anchor_scores * self.anchor_decay, losses])
+        decayed = self.anchor_scores * self.anchor_decay
+        if len(decayed) >= self.capacity["anchors"]:
+            # a full tier keeps its rows on ties, so only rows above its
+            # lowest score can enter; most batches offer none
+            entering = losses > decayed.min()
+            if not entering.any():
+                self.anchor_scores = decayed
+                return
+            full, losses = full[entering], losses[entering]
+        scores = np.concatenate([decayed, losses])
         rows = np.concatenate([self.rows["anchors"], full])
         keep = np.argsort(-scores, kind="stable")[: self.capacity["anchors"]]
         keep.sort()

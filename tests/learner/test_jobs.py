@@ -41,6 +41,28 @@ def test_anchors_keep_the_highest_losses() -> None:
     assert sorted(memory.rows["anchors"][:, 0].tolist()) == [4.0, 12.0]
 
 
+def test_anchors_follow_decayed_scores_batch_after_batch() -> None:
+    """Over many batches the tier holds what ranking every row ever offered
+    by its decayed loss would keep, ties going to the older row."""
+    memory = _memory(anchors=6)
+    rng = np.random.default_rng(3)
+    offered: list[tuple[float, int, np.ndarray]] = []  # (score, order, row)
+    for batch in range(40):
+        full = rng.normal(size=(8, 4)).astype(np.float32)
+        losses = np.round(rng.exponential(size=8) * (0.2 if batch % 3 else 1.0), 1)
+        memory.add(full, np.zeros((8, 2)), losses)
+        offered = [(score * 0.995, order, row) for score, order, row in offered]
+        offered += [
+            (float(loss), batch * 8 + i, full[i]) for i, loss in enumerate(losses)
+        ]
+        offered = sorted(offered, key=lambda item: (-item[0], item[1]))[:6]
+        kept = sorted(offered, key=lambda item: item[1])
+        np.testing.assert_array_equal(
+            memory.rows["anchors"], np.array([row for _, _, row in kept])
+        )
+        np.testing.assert_allclose(memory.anchor_scores, [s for s, _, _ in kept])
+
+
 def test_reservoir_samples_the_whole_stream_evenly() -> None:
     """The latent reservoir keeps old and new rows in proportion to the stream."""
     memory = _memory(latent=200)
