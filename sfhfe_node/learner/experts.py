@@ -12,6 +12,14 @@ one flat float32 vector trained by :class:`~sfhfe_node.learner.optim.FlatAdam`
 with one learning rate per expert, so an update costs the same handful of
 vector operations however many experts there are.
 
+The training pass (:meth:`ExpertBank.forward_taped`) runs without autograd and
+keeps what the backward pass needs (tanh activations, the GRU's gates and
+states); :meth:`ExpertBank.backward` then writes the gradient of every group
+straight into a flat vector. At a few dozen rows per batch autograd's
+bookkeeping costs more than the arithmetic, and the hand-written pass is
+checked against autograd in the tests. :meth:`ExpertBank.forward` stays
+differentiable for anything else.
+
 Adding an expert is adding an :class:`ExpertSpec`: a view the learner knows
 how to build and a head size.
 """
