@@ -95,12 +95,19 @@ class Router:
         self.gate = torch.zeros(context_dim * n_experts + n_experts, requires_grad=True)
         self.gate_optimizer = FlatAdam(self.gate, lr=gate_lr)
         self._solved: tuple[np.ndarray, np.ndarray] | None = None
+        self._side_by_side: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(0))
 
     def scores(self, C: np.ndarray) -> np.ndarray:
         """UCB score of every expert for every context row, [n, n_experts]."""
         theta, inverse = self._solve()
         mean = C @ theta.T
-        spread = ((C @ inverse) * C).sum(axis=2).T
+        E, d = self.n_experts, self.context_dim
+        if self._side_by_side[0] is not inverse:
+            # every expert's inverse side by side: one product for all of them
+            joined = inverse.transpose(1, 0, 2).reshape(d, E * d)
+            self._side_by_side = (inverse, joined)
+        products = (C @ self._side_by_side[1]).reshape(-1, E, d)
+        spread = np.einsum("ned,nd->ne", products, C)
         bonus = self.alpha * np.sqrt(np.maximum(spread, 0.0))
         return mean + bonus + self.prior_weight * (self.priors - 0.5)
 
