@@ -296,6 +296,12 @@ def print_table(name: str, result: dict[str, Any]) -> None:
         )
     if "full_rss_mb" in result:
         print(f"\nfull learner resident memory by records: {result['full_rss_mb']}")
+    speed = {row["name"]: row["records_per_s"] for row in result["rows"]}
+    baselines = [name for name in ("river_arf", "per_record_loop") if speed.get(name)]
+    for name, value in speed.items():
+        if name == "full" or name.startswith("full:"):
+            ratios = ", ".join(f"{value / speed[b]:.1f}x {b}" for b in baselines)
+            print(f"{name} throughput: {ratios}")
 
 
 def _seed_list(text: str) -> list[int]:

@@ -13,7 +13,9 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.mark.skipif(not (DATA / "elec2.csv").exists(), reason="shared data missing")
-def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
+def test_quick_benchmark_writes_every_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A short run writes the documented JSON shape with every learner row."""
     spec = importlib.util.spec_from_file_location("bench_learner", SCRIPT)
     assert spec is not None and spec.loader is not None
@@ -32,3 +34,6 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
         assert set(row) == {
             "name", "accuracy", "balanced_accuracy", "records_per_s", "peak_rss_mb",
         }
+    printed = capsys.readouterr().out
+    assert "| full |" in printed
+    assert "full throughput:" in printed and "x per_record_loop" in printed
