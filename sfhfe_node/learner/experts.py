@@ -164,6 +164,16 @@ class ExpertBank:
         # the optimiser and every load write into the flat vector in place
         with torch.no_grad():
             self._taped_params = self._unpacked()
+        # the gradient buffer and its blocks, rewritten whole by every backward
+        self._grad = torch.zeros(self.flat.shape)
+        blocks = iter(self._grad.split_with_sizes(self._sizes))
+        self._grad_blocks = [
+            {
+                pname: next(blocks).view(len(group.members), *shape)
+                for pname, shape in self._shapes[g].items()
+            }
+            for g, group in enumerate(self.groups)
+        ]
         self._one = torch.ones(())
 
     def _layout(self, widths: dict[str, int]) -> tuple[_Group, ...]:
@@ -335,19 +345,15 @@ class ExpertBank:
         ``tape`` comes from the :meth:`forward_taped` call that gave the
         outputs and ``grad`` is shaped like them. Written out by hand: the
         same numbers as autograd's at a fraction of its bookkeeping, which
-        dominates at the learner's small batch sizes.
+        dominates at the learner's small batch sizes. The result is the
+        bank's own buffer, valid until the next call (the optimiser may use
+        it as scratch space).
         """
         if not self._sorted:
             grad = grad.index_select(0, self._order)
         parts = grad.split_with_sizes(self._counts)
-        out = torch.empty(self.flat.shape)
-        blocks = iter(out.split_with_sizes(self._sizes))
-        for g, (group, entry, G) in enumerate(zip(self.groups, tape, parts)):
-            p = self._taped_params[g]
-            d = {
-                pname: next(blocks).view(len(group.members), *shape)
-                for pname, shape in self._shapes[g].items()
-            }
+        groups = zip(self.groups, tape, parts, self._taped_params, self._grad_blocks)
+        for group, entry, G, p, d in groups:
             if group.steps:
                 self._recurrent_backward(group, entry, G, p, d)
             elif group.hidden == 0:
@@ -362,7 +368,7 @@ class ExpertBank:
                 dpre.mul_(torch.addcmul(self._one, hidden, hidden, value=-1.0))
                 torch.bmm(X.transpose(1, 2), dpre, out=d["w1"])
                 torch.sum(dpre, dim=1, keepdim=True, out=d["b1"])
-        return out
+        return self._grad
 
     def _recurrent_backward(
         self,
