@@ -54,26 +54,29 @@ def build_views(
     """
     n = len(windows)
     encoded = stream.encode(lags, target)
-    last = torch.from_numpy(np.ascontiguousarray(encoded[:, -1]))
+    last = encoded[:, -1]
     z_np = np.ascontiguousarray(windows[:, -1])
-    z = torch.from_numpy(z_np)
-    trend = torch.from_numpy(trends)
+    # the views share their tail (trends, previous label): joined in numpy,
+    # which costs less than tensor concatenation at these sizes
+    tail = np.concatenate([trends, last], axis=1)
     views: dict[str, torch.Tensor] = {}
     if "plain" in needed:
-        views["plain"] = torch.cat([z, trend, last], 1)
+        views["plain"] = torch.from_numpy(np.concatenate([z_np, tail], axis=1))
     if "geometry" in needed:
-        views["geometry"] = torch.cat([pca.project(z), trend, last], 1)
+        projected = z_np @ pca.components.numpy()
+        views["geometry"] = torch.from_numpy(np.concatenate([projected, tail], axis=1))
     if "sequence" in needed:
         joined = np.concatenate([windows, encoded], axis=2).reshape(n, -1)
         views["sequence"] = torch.from_numpy(joined)
     if "latent" in needed:
-        views["latent"] = torch.cat([codes, trend, last], 1)
+        coded = np.concatenate([codes.numpy(), tail], axis=1)
+        views["latent"] = torch.from_numpy(coded)
     if "causal" in needed:
-        mask = torch.from_numpy(graph.parents.astype(np.float32))
-        inputs = torch.cat([z, torch.from_numpy(windows[:, -2]), last], 1)
-        views["causal"] = inputs * mask[: inputs.shape[1]]
+        inputs = np.concatenate([z_np, windows[:, -2], last], axis=1)
+        inputs *= graph.parents[: inputs.shape[1]]
+        views["causal"] = torch.from_numpy(inputs)
     z_router = z_np.astype(np.float64)
     if projection is not None:
         z_router = z_router @ projection
-    context = np.concatenate([np.ones((n, 1)), encoded[:, -1], z_router], 1)
-    return FeatureViews(views, context, z, trends)
+    context = np.concatenate([np.ones((n, 1)), last, z_router], 1)
+    return FeatureViews(views, context, torch.from_numpy(z_np), trends)
