@@ -266,6 +266,13 @@ async def run_once(
             "gossip_sent": summary.get("gossip_sent", 0),
             "gossip_accepted": summary.get("gossip_accepted", 0),
             "gossip_rejected_by_reason": summary.get("gossip_rejected_by_reason", {}),
+            "peer_weight": summary.get("peer_weight", 0.0),
+            "peer_helped": summary.get("peer_helped", 0),
+            "peer_hurt": summary.get("peer_hurt", 0),
+            "peer_models": {
+                peer: model["weight"]
+                for peer, model in summary.get("peer_models", {}).items()
+            },
         }
         for summary in summaries
     ]
