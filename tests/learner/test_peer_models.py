@@ -23,9 +23,11 @@ def _stream(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _trained(batches: int, seed: int = 0) -> Learner:
+def _trained(batches: int, seed: int = 0, *, inverted: bool = False) -> Learner:
     learner = Learner(3, seed=1)
     X, y = _stream(batches * BATCH, seed)
+    if inverted:
+        y = 1.0 - y
     for start in range(0, len(X), BATCH):
         learner.step(X[start : start + BATCH], y[start : start + BATCH])
     return learner
@@ -81,6 +83,15 @@ def test_a_sign_flipped_peer_earns_nothing() -> None:
     _give(node, "attacker", flipped)
     _run(node, 20, seed=9)
     assert node.peer_models.weights()["attacker"] < 0.02
+
+
+def test_a_peer_trained_to_be_wrong_earns_nothing() -> None:
+    """A confident model of the inverted labels keeps a weight near 0."""
+    node, liar = _trained(30), _trained(60, seed=5, inverted=True)
+    _give(node, "liar", _experts(liar))
+    _run(node, 20, seed=9)
+    assert node.peer_models.weights()["liar"] < 0.02
+    assert node.peer_models.status()["hurt"] == 0
 
 
 def test_a_garbage_peer_earns_nothing() -> None:
