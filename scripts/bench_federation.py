@@ -119,6 +119,11 @@ class Client:
         except (OSError, ValueError):
             return None
 
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the client's log (the folder is temporary)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def stop(self) -> dict[str, Any]:
         assert self.process is not None
         if self.process.poll() is None:
@@ -129,7 +134,10 @@ class Client:
             self.process.kill()
             self.process.wait()
         if not self.summary.exists():
-            raise RuntimeError(f"{self.node_id} wrote no summary; see {self.log}")
+            raise RuntimeError(
+                f"{self.node_id} wrote no summary; the end of its log:\n"
+                f"{self.log_tail()}"
+            )
         return json.loads(self.summary.read_text())
 
 
@@ -143,7 +151,10 @@ async def wait_done(clients: list[Client], timeout: float) -> None:
         for client in clients:
             assert client.process is not None
             if client.process.poll() is not None:
-                raise RuntimeError(f"{client.node_id} exited; see {client.log}")
+                raise RuntimeError(
+                    f"{client.node_id} exited {client.process.returncode}; the end "
+                    f"of its log:\n{client.log_tail()}"
+                )
         if all(state is not None and state.get("stream_done") for state in states):
             return
         await asyncio.sleep(0.5)
@@ -255,6 +266,13 @@ async def run_once(
             "gossip_sent": summary.get("gossip_sent", 0),
             "gossip_accepted": summary.get("gossip_accepted", 0),
             "gossip_rejected_by_reason": summary.get("gossip_rejected_by_reason", {}),
+            "peer_weight": summary.get("peer_weight", 0.0),
+            "peer_helped": summary.get("peer_helped", 0),
+            "peer_hurt": summary.get("peer_hurt", 0),
+            "peer_models": {
+                peer: model["weight"]
+                for peer, model in summary.get("peer_models", {}).items()
+            },
         }
         for summary in summaries
     ]

@@ -79,6 +79,11 @@ class BenchHost:
     ) -> None:
         self.weights[expert] = blend_params(self.weights[expert], params, factor)
 
+    async def keep_peer_weights(
+        self, updates: dict[str, dict[str, dict[str, np.ndarray]]]
+    ) -> int:
+        return 0
+
     def own_norm(self, expert: str) -> float:
         return self.norms[expert]
 

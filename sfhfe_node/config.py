@@ -249,8 +249,10 @@ SETTINGS: tuple[Setting, ...] = (
             ("client",)),
     Setting("api", parse_host_port, ("127.0.0.1", 0),
             "HOST:PORT of the local status and prediction API", ("client",)),
-    Setting("gossip_blend", _fraction, 0.2,
-            "how far one round of peers' weights may move an expert", ("client",)),
+    Setting("gossip_blend", _fraction, 0.0,
+            "how far one round of peers' weights may move an own expert (0: the "
+            "own experts stay local; peers' models compete beside them)",
+            ("client",)),
     Setting("gossip_explore", _seconds, 300.0,
             "seconds between rotations of the random exploration peer (0: none)",
             ("client",)),

@@ -54,10 +54,16 @@ def test_federation_end_to_end(tmp_path: Path, elec2_4000: Path) -> None:
         for port in api:
             wait_for(
                 lambda port=port: (s := get_json(f"http://127.0.0.1:{port}/v1/status"))
-                and s["stream_done"] and s["gossip_accepted"] > 0 and s["outbox"] == 0,
+                and s["stream_done"] and s["gossip_accepted"] > 0 and s["outbox"] == 0
+                and s["peer_models"],
                 TIMEOUT * 6, f"client on {port} to finish and accept gossip",
             )
         statuses = [get_json(f"http://127.0.0.1:{port}/v1/status") for port in api]
+        metrics = [
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            .read().decode()
+            for port in api
+        ]
         for process in processes[1:]:
             process.send_signal(signal.SIGTERM)
         for process in processes[1:]:
@@ -70,6 +76,13 @@ def test_federation_end_to_end(tmp_path: Path, elec2_4000: Path) -> None:
                 process.kill()
                 process.wait()
 
+    for i, status in enumerate(statuses):
+        other = f"n{1 - i}"
+        assert list(status["peer_models"]) == [other]
+        assert status["peer_models"][other]["complete"] is True
+        assert 0.0 <= status["peer_weight"] <= 0.5
+        assert "sfhfe_client_peer_weight " in metrics[i]
+        assert f'sfhfe_client_peer_model_weight{{peer="{other}"}}' in metrics[i]
     for status in statuses:
         assert status["records"] == 2000
         assert status["insights_acked"] == status["insights_sent"] > 0

@@ -90,6 +90,12 @@ _METRICS = (
      "weights accepted"),
     ("gossip_rejected", "sfhfe_client_gossip_rejected_total", "counter",
      "gossip messages rejected"),
+    ("peer_weight", "sfhfe_client_peer_weight", "gauge",
+     "peers' models' share of the predictions"),
+    ("peer_helped", "sfhfe_client_peer_helped_total", "counter",
+     "records the peers' models turned right"),
+    ("peer_hurt", "sfhfe_client_peer_hurt_total", "counter",
+     "records the peers' models turned wrong"),
 )
 
 
@@ -103,6 +109,11 @@ async def _metrics(request: web.Request) -> web.Response:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
     lines.append("# TYPE sfhfe_client_peers gauge")
     lines.append(f"sfhfe_client_peers {len(summary['peers'])}")
+    name = "sfhfe_client_peer_model_weight"
+    lines += [f"# HELP {name} each peer's model's share of the predictions",
+              f"# TYPE {name} gauge"]
+    for peer, model in sorted(summary.get("peer_models", {}).items()):
+        lines.append(f'{name}{{peer="{peer}"}} {model["weight"]}')
     text = "\n".join(lines) + "\n" + render_metrics(summary["gossip"])
     return web.Response(text=text, content_type="text/plain")
 

@@ -518,6 +518,7 @@ class ClientNode:
             embedding=self.host.embedding(),
             gossip=self.advertise,
             now=time.time(),
+            peer_models=_insight_peer_models(self.host.peer_models()),
         )
         self.outbox.put(self.seq, msgpack.packb(insight))
         self.seq += 1
@@ -575,6 +576,7 @@ class ClientNode:
             "gossip_rejected_by_reason": gossip.get("rejected_by_reason", {}),
             "peers": gossip.get("peers", []),
             "gossip": gossip,
+            **_peer_figures(self.host),
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
@@ -645,6 +647,29 @@ def _report_reload(future: Any) -> None:
         client_log.info("rules reloaded")
     else:
         client_log.error("rules not reloaded: %s", error)
+
+
+def _peer_figures(host: LearnerHost | None) -> dict[str, Any]:
+    """The summary's peer-model figures: totals, and each peer's weight."""
+    models = host.peer_models() if host is not None else {}
+    return {
+        "peer_weight": models.get("weight", 0.0),
+        "peer_helped": models.get("helped", 0),
+        "peer_hurt": models.get("hurt", 0),
+        "peer_models": models.get("peers", {}),
+    }
+
+
+def _insight_peer_models(models: dict[str, Any]) -> dict[str, Any] | None:
+    """The insight's ``peer_models`` field; None while the node holds none."""
+    if not models.get("peers"):
+        return None
+    return {
+        "weight": min(max(float(models["weight"]), 0.0), 1.0),
+        "peers": len(models["peers"]),
+        "helped": int(models["helped"]),
+        "hurt": int(models["hurt"]),
+    }
 
 
 def _fmt(value: float | None) -> str:

@@ -5,21 +5,28 @@ thread. :class:`LearnerHost` bridges the two: cheap reads (embedding, usage,
 norms) are copies the learner thread refreshes after each batch, and weight
 exports and imports are queued on the learner thread, between two batches.
 
-An import is checked against the node's own recent records: the blend is
-kept only if the mixture's loss on them does not rise by more than
-``tolerance``; otherwise the expert's weights are put back. Peers
-whose data differ (other sites, other periods) can then help where they
-agree and cannot pull the node away where they do not.
+Peers' weights reach the learner in two ways. Each peer's latest weights
+are kept as that peer's model (:meth:`LearnerHost.keep_peer_weights`,
+:class:`~sfhfe_node.learner.peer_models.PeerModels`): the model never trains
+here, and earns a share of the node's predictions only by predicting the
+node's next records well. An import (only with a gossip blend above 0)
+moves the node's own experts instead and is checked against the node's own
+recent records: the blend is kept only if the mixture's loss on them does
+not rise by more than ``tolerance``; otherwise the expert's weights are put
+back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
+from sfhfe_node.errors import LearnerError
 from sfhfe_node.learner import Learner
 
 __all__ = ["LearnerHost"]
@@ -40,6 +47,7 @@ class LearnerHost:
         self.tolerance = tolerance
         self.kept = 0
         self.undone = 0
+        self.refused = 0
         self._score: tuple[int, float] | None = None
         self._spec = learner.weight_spec()
         self._norms: dict[str, float] = {}
@@ -50,6 +58,11 @@ class LearnerHost:
         self._embedding = self._learner.embedding()
         self._usage = self._learner.usage()
         self._records = int(self._learner.records)
+        self._peer_models = self._learner.peer_models.status()
+
+    def peer_models(self) -> dict[str, Any]:
+        """What the peers' models earned, as of the last batch (a copy)."""
+        return copy.deepcopy(self._peer_models)
 
     def update_norms(self) -> None:
         """Recompute the L2 norm of every expert's weights (learner thread)."""
@@ -91,6 +104,26 @@ class LearnerHost:
         return await loop.run_in_executor(
             self._executor, self._import_checked, expert, params, factor
         )
+
+    async def keep_peer_weights(
+        self, updates: dict[str, dict[str, dict[str, np.ndarray]]]
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._keep, updates)
+
+    def _keep(self, updates: dict[str, dict[str, dict[str, np.ndarray]]]) -> int:
+        """Store every peer's experts in its peer model (learner thread)."""
+        kept = 0
+        for peer, experts in updates.items():
+            for expert, params in experts.items():
+                try:
+                    self._learner.store_peer_expert(peer, expert, params)
+                except LearnerError:
+                    self.refused += 1
+                    continue
+                kept += 1
+        self._peer_models = self._learner.peer_models.status()
+        return kept
 
     def _import_checked(
         self, expert: str, params: dict[str, np.ndarray], factor: float

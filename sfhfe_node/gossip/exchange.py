@@ -1,10 +1,12 @@
 """Exchange rounds: every ``interval`` seconds, merge what came in, send out.
 
-Each round first combines the updates accepted since the last round
-(:func:`~sfhfe_node.gossip.merge.combine`) and blends the result into the
-learner, then refreshes every link with a ``hello`` (and every
-:data:`PEERS_EVERY` rounds a ``peers`` message), and finally sends the
-node's most-used experts to the peers the
+Each round first hands the updates accepted since the last round to the
+host as each peer's latest weights (its peer models, which compete with the
+node's own experts on the node's next records), and, when the node's
+``blend`` is above 0, combines them (:func:`~sfhfe_node.gossip.merge.combine`)
+and blends the result into the learner's own experts; it then refreshes
+every link with a ``hello`` (and every :data:`PEERS_EVERY` rounds a ``peers``
+message), and finally sends the node's most-used experts to the peers the
 :class:`~sfhfe_node.gossip.peers.PeerTable` selected, in as few ``weights``
 frames as the frame cap allows. :func:`frame_cap` and :func:`frame_bytes`
 size those frames.
@@ -20,7 +22,7 @@ import numpy as np
 
 from sfhfe_node.gossip.handler import LinkHandler
 from sfhfe_node.gossip.ledger import Ledger
-from sfhfe_node.gossip.merge import RoundBuffer, combine
+from sfhfe_node.gossip.merge import RoundBuffer, Update, combine
 from sfhfe_node.gossip.peers import PeerTable
 from sfhfe_node.gossip.protocol import Weights
 from sfhfe_node.logs import gossip_log
@@ -152,10 +154,34 @@ class Exchange:
                     self.ledger.count(peer, "sent")
 
     async def merge(self) -> None:
-        """Combine the updates accepted since the last round and blend them in."""
+        """Hand the updates accepted since the last round to the host as peer
+        models and, with ``blend`` above 0, blend their combination in."""
         pending = self.buffer.take()
         if not pending:
             return
+        await self._keep_peer_weights(pending)
+        if self.node.blend > 0.0:
+            await self._blend(pending)
+
+    async def _keep_peer_weights(self, pending: dict[str, list[Update]]) -> None:
+        """Give the host every peer's latest weights that carry weight."""
+        by_peer: dict[str, Experts] = {}
+        for expert, updates in pending.items():
+            for update in updates:
+                if update.weight > 0.0:
+                    by_peer.setdefault(update.peer, {})[expert] = dict(update.params)
+        if not by_peer:
+            return
+        try:
+            kept = await self.node.host.keep_peer_weights(by_peer)
+        except Exception:
+            gossip_log.warning("keeping peer weights failed", exc_info=True)
+            self.ledger.reject(None, "import_failed")
+            return
+        self.ledger.count(None, "peer_updates", kept)
+
+    async def _blend(self, pending: dict[str, list[Update]]) -> None:
+        """Combine each expert's updates robustly and blend them in."""
         host = self.node.host
         own = await host.export_experts(sorted(pending))
         for expert, updates in pending.items():

@@ -26,6 +26,8 @@ _NODE = (
      "experts blended from combined peer updates"),
     ("undone", "sfhfe_gossip_merges_undone_total", "counter",
      "merges undone because they raised the loss on local records"),
+    ("peer_updates", "sfhfe_gossip_peer_updates_total", "counter",
+     "experts kept as peers' latest models"),
 )
 
 _PEER = (

@@ -4,10 +4,12 @@
 its peers, sends ``hello`` and ``peers`` on every link, lets a
 :class:`~sfhfe_node.gossip.peers.PeerTable` choose the peers it gossips with,
 sends them its most-used experts every ``interval`` seconds, and once per
-round combines the experts it received (:func:`~sfhfe_node.gossip.merge.combine`)
-and blends the result into the learner, through the :class:`GossipHost`
-interface. The wire format, authentication and what a receiver does with each
-bad frame are described in :mod:`sfhfe_node.gossip.protocol`.
+round hands the experts it received to the learner as its peers' latest
+models (``keep_peer_weights``) and, with ``blend`` above 0, combines them
+(:func:`~sfhfe_node.gossip.merge.combine`) and blends the result into the
+learner's own experts, through the :class:`GossipHost` interface. The wire
+format, authentication and what a receiver does with each bad frame are
+described in :mod:`sfhfe_node.gossip.protocol`.
 
 This module holds the node's lifecycle and wiring; the work is done by
 :mod:`.handler` (what happens on each link, from hello to close, over the
@@ -92,6 +94,16 @@ class GossipHost(Protocol):
         """L2 norm of the node's own weights of ``expert`` (may be cached)."""
         ...
 
+    async def keep_peer_weights(
+        self, updates: dict[str, dict[str, dict[str, np.ndarray]]]
+    ) -> int:
+        """Keep checked weights (peer -> expert -> parameters) as each peer's
+        latest model; return how many experts were kept.
+
+        A host without peer models keeps none and returns 0.
+        """
+        ...
+
 
 class NodeState(enum.Enum):
     """Lifecycle of a :class:`GossipNode`."""
@@ -155,7 +167,8 @@ class GossipNode:
         Largest share of the way toward its peers' combined weights a node
         moves per round, in [0, 1] (default 0.2); see
         :func:`~sfhfe_node.gossip.merge.combine`. Higher learns faster from
-        peers and forgets the node's own fit faster.
+        peers and forgets the node's own fit faster; 0 keeps the own experts
+        local and leaves peers' weights to the host's peer models.
     clip_ratio
         Largest norm of one peer's delta, as a multiple of the node's own
         weights' norm (default 1.0).
@@ -401,6 +414,7 @@ class GossipNode:
             "rounds": self._exchange.round,
             "merges": totals["merges"],
             "undone": totals["undone"],
+            "peer_updates": totals["peer_updates"],
             "authenticated": self.cluster_key is not None,
             "peers": [peer for peer in self._table.selected if peer in linked],
             "known": self._ledger.view(roles),

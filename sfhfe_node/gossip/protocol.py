@@ -83,6 +83,17 @@ the websocket layer as well as here; the node derives its cap from its largest
 expert), a tensor at most 2**22 elements and 4 dimensions, a hello's
 embedding 64 values, a peers message 64 addresses.
 
+What a receiver does with accepted ``weights``. The experts of a frame that
+passes every check are kept until the end of the exchange round, the latest
+per peer and expert. The round hands them to the learner as that peer's
+latest model (:class:`~sfhfe_node.learner.peer_models.PeerModels`): a
+forward-only copy that never trains, predicts beside the node's own experts
+and earns a share of the node's predictions only by predicting the node's
+next records better than they do. The node's own experts stay its own; with
+a gossip blend above 0 they are also moved toward the robust combination of
+the round's updates (:func:`~sfhfe_node.gossip.merge.combine`), a blend the
+client undoes when it raises the loss on its recent records.
+
 What a receiver does with a bad frame (:class:`ProtocolError` ``reason``):
 
 - ``oversize``: count it, close the connection with 1009 (message too big)

@@ -48,6 +48,7 @@ from sfhfe_node.learner.mixture import (
 )
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 from sfhfe_node.learner.optim import FlatAdam
+from sfhfe_node.learner.peer_models import PeerModels
 from sfhfe_node.learner.replay import expand_codes, memory_rows, split_rows
 from sfhfe_node.learner.router import Router
 from sfhfe_node.learner.rules import Rules, load_rules, parse_rules
@@ -85,6 +86,7 @@ __all__ = [
     "OnlinePCA",
     "OnlineStandardizer",
     "OutlierDetector",
+    "PeerModels",
     "Prediction",
     "Router",
     "Rules",

@@ -286,7 +286,9 @@ class ExpertBank:
         self, views: dict[str, torch.Tensor], tape: list[Any] | None
     ) -> torch.Tensor:
         outputs = []
-        params = self._unpacked() if tape is None else self._taped_params
+        # cached views serve whenever no gradient has to reach the flat vector
+        grad = tape is None and torch.is_grad_enabled()
+        params = self._unpacked() if grad else self._taped_params
         for group, p in zip(self.groups, params):
             inputs = [views[self.specs[i].view] for i in group.members]
             if all(x is inputs[0] for x in inputs):

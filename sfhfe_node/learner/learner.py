@@ -39,6 +39,7 @@ from sfhfe_node.learner.mixture import (
     mixture_loss,
 )
 from sfhfe_node.learner.normalizer import OnlineStandardizer
+from sfhfe_node.learner.peer_models import PeerModels
 from sfhfe_node.learner.records import Prediction, StepReport
 from sfhfe_node.learner.replay import expand_codes, memory_rows, split_rows
 from sfhfe_node.learner.router import Router
@@ -156,10 +157,16 @@ class Learner:
             ``i`` has label text ``str(i)``).
         router_options: keyword arguments passed on to :class:`Router`.
 
+    Peers' models: what gossip brings in (:meth:`store_peer_expert`) never
+    changes the own experts; it is kept in :attr:`peer_models`, whose
+    learned share is mixed into every classification prediction (see
+    :class:`PeerModels`) and updated once the batch's labels are known.
+
     Attributes:
         expert_names: the experts' names, in the order of every per-expert
             array (``Prediction.experts`` holds indices into it).
         records: rows passed to :meth:`step` so far, labelled or not.
+        peer_models: the peers' latest models and their learned weights.
 
     The learner is not thread-safe: the caller serialises its calls.
 
@@ -310,6 +317,12 @@ class Learner:
         self._window_events = 0
         self._quarantined = 0
         self._excluded = 0
+        self.peer_models = PeerModels(
+            lambda: ExpertBank(
+                experts, self._widths, self._n_outputs, torch.Generator()
+            ),
+            self.weight_spec(), self._geometry,
+        )
 
     # Prediction and learning
 
@@ -339,7 +352,8 @@ class Learner:
         active = self._route(built.context, explore=False)
         outputs = self._bank.forward(built.views)
         weights = self._weights(built.context, active)
-        return self._predict(outputs, active, weights, errors)
+        prediction = self._predict(outputs, active, weights, errors)
+        return self._with_peers(built, active, weights, prediction, keep=False)
 
     @torch.no_grad()
     def predict_experts(self, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -403,10 +417,12 @@ class Learner:
         weights = self._weights(built.context, active)
         probs = self._probs(current)
         prediction = self._predict(current, active, weights, errors, probs)
+        prediction = self._with_peers(built, active, weights, prediction)
         report = self._learn(
             X, y, windows, lags, built, codes, tracked if structure else None,
             active, outputs, tape, weights, prediction, replayed, ema, probs,
         )
+        self.peer_models.learn(y)
         return prediction, report
 
     def learn_many(self, X: np.ndarray, y: np.ndarray | None = None) -> StepReport:
@@ -484,6 +500,27 @@ class Learner:
         mixed = mix(outputs, index, weights)[:, 0].double().numpy()
         values = self._governor.clip(self._unscale(mixed))
         return Prediction(None, values, None, shown, anomaly)
+
+    def _with_peers(
+        self,
+        built: FeatureViews,
+        active: np.ndarray,
+        weights: torch.Tensor,
+        prediction: Prediction,
+        *,
+        keep: bool = True,
+    ) -> Prediction:
+        """The prediction with the peers' models mixed in (:class:`PeerModels`)."""
+        if self.task != "classification" or not len(self.peer_models):
+            return prediction
+        proba = self.peer_models.predict(
+            built.views, built.z, active, weights, self._mask(), prediction.proba,
+            keep=keep,
+        )
+        if proba is prediction.proba:
+            return prediction
+        labels = proba.argmax(axis=1).astype(np.int64)
+        return Prediction(labels, None, proba, prediction.experts, prediction.anomaly)
 
     def _unscale(self, values: np.ndarray) -> np.ndarray:
         if self.task == "none":
@@ -908,6 +945,16 @@ class Learner:
     def weight_spec(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """Expert -> parameter -> shape of the float32 tensors gossip exchanges."""
         return weight_spec_of(self._bank, self._pca, self.expert_names, self._geometry)
+
+    def store_peer_expert(
+        self, peer: str, name: str, params: dict[str, np.ndarray]
+    ) -> None:
+        """Keep peer ``peer``'s parameters of expert ``name`` in its peer model.
+
+        They never change this learner's own experts; see :class:`PeerModels`.
+        Raises :class:`LearnerError` as :meth:`blend_expert` does.
+        """
+        self.peer_models.store(peer, name, params)
 
     def export_expert(self, name: str) -> dict[str, np.ndarray]:
         """Float32 copies of expert ``name``'s exchanged parameters."""

@@ -48,6 +48,7 @@ def state_of(learner: Learner) -> dict[str, Any]:
             learner._window_events, learner._quarantined, learner._excluded
         ],
         "window": learner._window_stats.state_dict(),
+        "peer_models": learner.peer_models.state_dict(),
     }
 
 
@@ -77,6 +78,9 @@ def restore_state(learner: Learner, state: dict[str, Any]) -> None:
     learner._consolidation.load_state_dict(state["consolidation"])
     learner._context.load_state_dict(state["context"])
     learner._window_stats.load_state_dict(state["window"])
+    # states saved before peer models existed hold none
+    empty = {"slots": {}, "helped": 0, "hurt": 0}
+    learner.peer_models.load_state_dict(state.get("peer_models", empty))
     learner._class_counts = counts
     learner._lr = lr
     learner._seen = int(state["seen"])

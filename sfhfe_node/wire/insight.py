@@ -28,9 +28,16 @@ never a record, a feature value or a target value. Schema version 1::
       "memory_bytes": int,        learner memory in use
       "embedding": [float],       node embedding, at most 64 finite numbers
       "gossip": str|None,         ws:// or wss:// address peers can reach
+      "peer_models": {            optional: what peers' models earned here
+        "weight": float,          peers' share of the predictions now, [0, 1]
+        "peers": int,             peers' models held, 0 .. 1024
+        "helped": int,            records the peers' share turned right
+        "hurt": int,              records the peers' share turned wrong
+      }
     }
 
-Unknown fields are rejected: a field this version does not know cannot be
+Every field is required except those marked optional. Unknown fields are
+rejected: a field this version does not know cannot be
 stored safely, so the sender learns at once that the two sides disagree.
 
 The reply (and ``GET /v1/meta``) carries the meta-parameters::
@@ -124,12 +131,16 @@ def make_insight(
     embedding: Any,
     gossip: str | None,
     now: float,
+    peer_models: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build and check an insight from a learner's window of aggregates.
 
     ``window`` is what the learner's ``take_window()`` returns: ``records``,
-    ``loss``, ``accuracy``, ``experts``, ``drift`` and ``memory_bytes``.
+    ``loss``, ``accuracy``, ``experts``, ``drift`` and ``memory_bytes``;
+    ``peer_models``, when given, holds ``weight``, ``peers``, ``helped`` and
+    ``hurt`` (the field is left out otherwise).
     """
+    extra = {} if peer_models is None else {"peer_models": peer_models}
     return validate_insight(
         {
             "schema": INSIGHT_SCHEMA,
@@ -148,6 +159,7 @@ def make_insight(
             "memory_bytes": int(window["memory_bytes"]),
             "embedding": [float(value) for value in embedding],
             "gossip": gossip,
+            **extra,
         }
     )
 
@@ -158,7 +170,7 @@ def validate_insight(data: Any) -> dict[str, Any]:
     The copy holds plain ``int``, ``float``, ``str``, ``bool``, lists and
     dicts only. Raises :class:`InsightError` naming the first bad field.
     """
-    obj = _fields(data, "insight", _TOP_FIELDS)
+    obj = _fields(data, "insight", _TOP_FIELDS, _OPTIONAL_TOP)
     if obj["schema"] != INSIGHT_SCHEMA:
         raise InsightError(
             "bad_schema", f"schema {obj['schema']!r} is not supported; use 1"
@@ -270,16 +282,28 @@ def _record(fields: dict[str, Any]):
     return check
 
 
-def _fields(value: Any, path: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _fields(
+    value: Any,
+    path: str,
+    fields: dict[str, Any],
+    optional: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Check a map holding ``fields``; those in ``optional`` may be absent."""
     if not isinstance(value, dict):
         raise InsightError("bad_type", f"{path} must be a map, got {_kind(value)}")
     unknown = sorted(str(name)[:40] for name in value if name not in fields)
     if unknown:
         raise InsightError("unknown_field", f"{path} has unknown field(s): {', '.join(unknown)}")
-    missing = sorted(name for name in fields if name not in value)
+    missing = sorted(
+        name for name in fields if name not in value and name not in optional
+    )
     if missing:
         raise InsightError("missing_field", f"{path} lacks field(s): {', '.join(missing)}")
-    return {name: check(value[name], f"{path}.{name}") for name, check in fields.items()}
+    return {
+        name: check(value[name], f"{path}.{name}")
+        for name, check in fields.items()
+        if name in value
+    }
 
 
 def _kind(value: Any) -> str:
@@ -315,7 +339,16 @@ _TOP_FIELDS = {
     "memory_bytes": _int(0, 2**50),
     "embedding": _vector(MAX_EMBEDDING),
     "gossip": _optional(_text(_GOSSIP, "a ws:// or wss:// address")),
+    "peer_models": _record(
+        {
+            "weight": _float(0.0, 1.0),
+            "peers": _int(0, 1024),
+            "helped": _int(0, MAX_SEQ),
+            "hurt": _int(0, MAX_SEQ),
+        }
+    ),
 }
+_OPTIONAL_TOP = frozenset({"peer_models"})
 
 _META_FIELDS = {
     "version": _int(0, MAX_SEQ),

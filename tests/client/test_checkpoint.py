@@ -8,9 +8,11 @@ import pickle
 import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sfhfe_node.client.checkpoint import CheckpointStore
+from sfhfe_node.learner import Learner
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -67,3 +69,27 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
     store.path.write_bytes(header + payload)
     assert not store.previous.exists()
     assert store.load() is None
+
+
+def test_learner_with_peer_models_round_trips(tmp_path: Path) -> None:
+    """A learner holding peers' models is checkpointed and restored exactly."""
+    rng = np.random.default_rng(0)
+    learner, peer = Learner(3, seed=0), Learner(3, seed=2)
+    for _ in range(5):
+        X = rng.normal(size=(32, 3))
+        y = (X[:, 0] > 0).astype(np.float64)
+        peer.step(X, y)
+    for name in learner.weight_spec():
+        learner.store_peer_expert("node-b", name, peer.export_expert(name))
+    for _ in range(3):
+        X = rng.normal(size=(32, 3))
+        learner.step(X, (X[:, 0] > 0).astype(np.float64))
+    store = CheckpointStore(tmp_path)
+    store.save({"learner": learner.state_dict()})
+    restored = Learner(3, seed=0)
+    restored.load_state_dict(store.load()["learner"])
+    assert restored.peer_models.status() == learner.peer_models.status()
+    X = rng.normal(size=(32, 3))
+    y = (X[:, 0] > 0).astype(np.float64)
+    expected = learner.step(X, y)[0].proba
+    np.testing.assert_array_equal(restored.step(X, y)[0].proba, expected)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sfhfe_node.client.daemon import _insight_peer_models
+from sfhfe_node.wire.insight import make_insight
 from tests.conftest import TIMEOUT
 
 
@@ -111,3 +113,23 @@ def test_follow_learns_lines_appended_later(tmp_path: Path) -> None:
         assert process.wait(TIMEOUT * 3) == 0
     indices = [json.loads(line)["index"] for line in predictions.read_text().splitlines()]
     assert indices == list(range(25))
+
+
+def test_insight_carries_the_peer_models_totals() -> None:
+    """The insight's ``peer_models`` sums up the host's figures, or is left out
+    while the node holds no peer's model."""
+    status = {
+        "weight": 0.3, "helped": 7, "hurt": 2,
+        "peers": {"n1": {"weight": 0.2}, "n2": {"weight": 0.1}},
+    }
+    field = _insight_peer_models(status)
+    assert field == {"weight": 0.3, "peers": 2, "helped": 7, "hurt": 2}
+    empty = {"weight": 0.0, "helped": 0, "hurt": 0, "peers": {}}
+    assert _insight_peer_models(empty) is None
+    insight = make_insight(
+        node_id="n0", seq=0, task="classification", records=10,
+        window={"records": 10, "loss": 0.5, "accuracy": 0.9, "experts": {},
+                "drift": {"events": 0, "active": False}, "memory_bytes": 1},
+        embedding=[0.0], gossip=None, now=1.0, peer_models=field,
+    )
+    assert insight["peer_models"] == field

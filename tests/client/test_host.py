@@ -64,3 +64,33 @@ async def test_import_runs_off_the_loop(host: LearnerHost) -> None:
         *(host.import_expert(expert, own, 0.1) for _ in range(5))
     )
     assert results == [True] * 5
+
+
+async def test_peer_weights_become_peer_models(host: LearnerHost) -> None:
+    """A peer's experts are kept as its model; the own experts do not move."""
+    learner = host._learner
+    own = {name: learner.export_expert(name) for name in host.weight_spec()}
+    peer = {
+        name: {key: value + np.float32(0.01) for key, value in params.items()}
+        for name, params in own.items()
+    }
+    kept = await host.keep_peer_weights({"node-b": peer})
+    assert kept == len(own) and host.refused == 0
+    for name, params in own.items():
+        np.testing.assert_array_equal(flat(learner.export_expert(name)), flat(params))
+    status = host.peer_models()
+    assert status["peers"]["node-b"]["complete"] is True
+    assert status["weight"] == 0.0
+
+
+async def test_bad_peer_weights_are_refused_and_counted(host: LearnerHost) -> None:
+    """Parameters that do not fit an expert are refused, the rest kept."""
+    learner = host._learner
+    names = list(host.weight_spec())
+    good = learner.export_expert(names[0])
+    bad = {key: np.full_like(value, np.nan) for key, value in good.items()}
+    kept = await host.keep_peer_weights(
+        {"node-b": {names[0]: good, names[1]: bad, "nope": good}}
+    )
+    assert kept == 1 and host.refused == 2
+    assert host.peer_models()["peers"]["node-b"]["updates"] == 1

@@ -44,7 +44,8 @@ SPEC: dict[str, dict[str, tuple[int, ...]]] = {
 
 
 class ArrayHost:
-    """Experts as dicts of float32 arrays; imports blend in place and are logged."""
+    """Experts as dicts of float32 arrays; imports blend in place and are logged,
+    peers' weights are kept by peer."""
 
     def __init__(self, seed: int, embedding: list[float], usage: float = 1.0) -> None:
         rng = np.random.default_rng(seed)
@@ -58,6 +59,7 @@ class ArrayHost:
         self.vector = np.asarray(embedding, dtype=np.float32)
         self.usage = {expert: usage / (i + 1) for i, expert in enumerate(SPEC)}
         self.imports: list[tuple[str, float]] = []
+        self.peer_weights: dict[str, dict[str, dict[str, np.ndarray]]] = {}
 
     def embedding(self) -> np.ndarray:
         return self.vector
@@ -84,6 +86,15 @@ class ArrayHost:
     ) -> None:
         self.weights[expert] = blend_params(self.weights[expert], params, factor)
         self.imports.append((expert, factor))
+
+    async def keep_peer_weights(
+        self, updates: dict[str, dict[str, dict[str, np.ndarray]]]
+    ) -> int:
+        for peer, experts in updates.items():
+            kept = self.peer_weights.setdefault(peer, {})
+            for expert, params in experts.items():
+                kept[expert] = {key: value.copy() for key, value in params.items()}
+        return sum(len(experts) for experts in updates.values())
 
     def own_norm(self, expert: str) -> float:
         return params_norm(self.weights[expert])

@@ -102,6 +102,30 @@ async def test_two_nodes_exchange_and_converge() -> None:
     assert stats_a["sent"] >= 6 and stats_a["known"]["node-b"]["sent"] >= 6
 
 
+async def test_peers_weights_are_kept_as_their_models_without_blending() -> None:
+    """With blend 0 each node keeps its peer's latest weights, exactly, and
+    its own experts do not move."""
+    host_a, host_b = ArrayHost(1, EMBEDDING), ArrayHost(2, [1.0, 0.4, 0.1])
+    own_a = {e: {n: v.copy() for n, v in p.items()} for e, p in host_a.weights.items()}
+    node_b = _node("node-b", host_b, blend=0.0)
+    await node_b.start()
+    node_a = _node("node-a", host_a, [f"ws://127.0.0.1:{node_b.port}"], blend=0.0)
+    await node_a.start()
+    try:
+        await until(lambda: node_a.stats()["peer_updates"] >= 2 * len(SPEC))
+    finally:
+        await node_a.close()
+        await node_b.close()
+    assert host_a.imports == [] and host_b.imports == []
+    assert set(host_a.peer_weights) == {"node-b"}
+    kept = host_a.peer_weights["node-b"]
+    for expert, params in host_b.weights.items():
+        for name, value in params.items():
+            np.testing.assert_array_equal(kept[expert][name], value)
+            np.testing.assert_array_equal(host_a.weights[expert][name], own_a[expert][name])
+    assert node_a.stats()["merges"] == 0
+
+
 def _both_accepted(a: GossipNode, b: GossipNode, count: int) -> bool:
     return a.stats()["accepted"] >= count and b.stats()["accepted"] >= count
 

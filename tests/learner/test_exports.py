@@ -23,6 +23,7 @@ MODULES = [
     "learner",
     "normalizer",
     "optim",
+    "peer_models",
     "router",
     "window",
     "exchange",

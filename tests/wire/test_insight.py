@@ -124,3 +124,43 @@ def test_meta_document_is_checked() -> None:
     assert validate_meta(good) == good
     with pytest.raises(InsightError):
         validate_meta({**good, "learning_rates": {"mlp": -1.0}})
+
+
+PEER_MODELS = {"weight": 0.25, "peers": 3, "helped": 40, "hurt": 12}
+
+
+def test_peer_models_field_is_optional_and_kept() -> None:
+    """An insight may carry the peers' models' figures; they come back equal."""
+    insight = {**copy.deepcopy(VALID), "peer_models": dict(PEER_MODELS)}
+    assert validate_insight(insight) == insight
+    assert "peer_models" not in validate_insight(copy.deepcopy(VALID))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("weight", 1.5, "out_of_range"),
+        ("weight", float("nan"), "not_finite"),
+        ("peers", 5000, "out_of_range"),
+        ("helped", -1, "out_of_range"),
+        ("hurt", "12", "bad_type"),
+    ],
+)
+def test_bad_peer_models_field_is_rejected(
+    field: str, value: object, reason: str
+) -> None:
+    """Each figure of ``peer_models`` is range- and type-checked."""
+    insight = {**copy.deepcopy(VALID), "peer_models": {**PEER_MODELS, field: value}}
+    with pytest.raises(InsightError) as caught:
+        validate_insight(insight)
+    assert caught.value.reason == reason
+
+
+def test_peer_models_field_must_be_complete() -> None:
+    """A ``peer_models`` map lacking a figure or adding one is refused."""
+    short = {**copy.deepcopy(VALID), "peer_models": {"weight": 0.1}}
+    extra = {**copy.deepcopy(VALID), "peer_models": {**PEER_MODELS, "x": 1}}
+    with pytest.raises(InsightError, match="lacks"):
+        validate_insight(short)
+    with pytest.raises(InsightError, match="unknown"):
+        validate_insight(extra)
