@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sfhfe_node.errors import LearnerError
+from sfhfe_node.learner import jobs
 from sfhfe_node.learner.context import StreamContext
 from sfhfe_node.learner.drift import DriftMonitor
 from sfhfe_node.learner.exchange import (
@@ -25,23 +26,15 @@ from sfhfe_node.learner.inputs import (
     check_features,
     check_options,
     check_targets,
-    labelled_rows,
 )
 from sfhfe_node.learner.labels import LabelEncoder
 from sfhfe_node.learner.memory import Consolidation, TieredMemory
 from sfhfe_node.learner.meta import MetaSchedule
-from sfhfe_node.learner.mixture import (
-    LOSS_CAP,
-    PROBA_FLOOR,
-    expert_gradient,
-    mix,
-    mixture_gradient,
-    mixture_loss,
-)
+from sfhfe_node.learner.mixture import LOSS_CAP, mix, mixture_loss
 from sfhfe_node.learner.normalizer import OnlineStandardizer
 from sfhfe_node.learner.peer_models import PeerModels
 from sfhfe_node.learner.records import Prediction, StepReport
-from sfhfe_node.learner.replay import expand_codes, memory_rows, split_rows
+from sfhfe_node.learner.replay import split_rows
 from sfhfe_node.learner.router import Router
 from sfhfe_node.learner.rules import Rules
 from sfhfe_node.learner.state import (
@@ -58,6 +51,7 @@ from sfhfe_node.learner.summary import (
     status_of,
     take_window_of,
 )
+from sfhfe_node.learner.training import PredictedBatch, learn_batch
 from sfhfe_node.learner.views import FeatureViews, build_views
 from sfhfe_node.learner.window import WindowStats
 
@@ -405,7 +399,7 @@ class Learner:
             y = np.log1p(errors.double().numpy())
         built = self._views(windows, lags, codes, trends)
         active = self._route(built.context, explore=True)
-        replayed = self._replay_draw()
+        replayed = jobs.replay_draw(self)
         views = built.views
         if replayed is not None:
             views = {
@@ -418,10 +412,10 @@ class Learner:
         probs = self._probs(current)
         prediction = self._predict(current, active, weights, errors, probs)
         prediction = self._with_peers(built, active, weights, prediction)
-        report = self._learn(
+        report = learn_batch(self, PredictedBatch(
             X, y, windows, lags, built, codes, tracked if structure else None,
             active, outputs, tape, weights, prediction, replayed, ema, probs,
-        )
+        ))
         self.peer_models.learn(y)
         return prediction, report
 
@@ -528,197 +522,6 @@ class Learner:
         return values * float(self._target.std[0]) + float(self._target.mean[0])
 
     @torch.no_grad()
-    def _learn(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        windows: np.ndarray,
-        lags: np.ndarray,
-        built: FeatureViews,
-        codes: torch.Tensor,
-        tracked: torch.Tensor | None,
-        active: np.ndarray,
-        outputs: torch.Tensor,
-        tape: list[Any],
-        weights: torch.Tensor,
-        prediction: Prediction,
-        replayed: tuple[FeatureViews, np.ndarray, np.ndarray] | None,
-        ema: np.ndarray,
-        probs: torch.Tensor | None,
-    ) -> StepReport:
-        """Learn a predicted batch; ``tracked`` holds the autoencoder's errors
-        with their gradient on the batches where the structure learns,
-        ``tape`` what the experts' backward pass needs of their forward pass,
-        ``ema`` the moving averages after the batch and ``probs`` the
-        experts' class probabilities of the batch's rows (None outside
-        classification)."""
-        n = len(X)
-        n_experts = len(self.expert_names)
-        imputed_before = self._scaler.imputed
-        labelled = labelled_rows(
-            y, self.task, self.max_classes, self._target.max_abs
-        )
-        broken = self._governor.check_records(X) if self._governor.active else None
-        if broken is not None:
-            broken |= self._governor.check_targets(y, labelled, self.task)
-        else:
-            broken = np.zeros(n, dtype=bool)
-        outliers = self._outliers.flag(X)
-        self._quarantined += int(outliers.sum())
-        clean = np.flatnonzero(~broken & ~outliers)
-        if tracked is not None and len(clean):
-            with torch.enable_grad():
-                tracked[torch.from_numpy(clean)].mean().backward()
-            self._autoencoder.observe(prediction.anomaly[clean])
-        self._excluded += int((broken & labelled).sum())
-        rows = np.flatnonzero(labelled & ~broken)
-        expert_sums = np.zeros(n_experts)
-        samples = np.zeros(n_experts)
-        loss_sum, correct, metric_rows = 0.0, 0, np.flatnonzero(labelled)
-        errors_seen = prediction.anomaly
-        row_losses_np = np.zeros(0)
-        if len(metric_rows) and self.task == "classification":
-            targets = y[metric_rows].astype(np.int64)
-            picked = prediction.proba[metric_rows, targets].astype(np.float64)
-            loss_sum = float(-np.log(np.maximum(picked, PROBA_FLOOR)).sum())
-            hits = prediction.labels[metric_rows] == targets
-            correct = int(hits.sum())
-            errors_seen = (~hits).astype(np.float64)
-        if len(rows):
-            mask_before = self._mask()
-            target_t = self._training_targets(y, rows)
-            if self._mask() is not mask_before:  # a new class: mask again
-                probs = None
-            if replayed is not None:
-                target_t = torch.cat([target_t, torch.from_numpy(replayed[1])])
-            total = len(rows) + (0 if replayed is None else len(replayed[1]))
-            if len(rows) == n:  # every row learns: slices instead of gathers
-                picked_out, learned = outputs, outputs[:, :n]
-                gate, routed = weights, active
-                learned_probs = probs
-            else:
-                learned = outputs[:, rows]
-                picked_out = torch.cat([learned, outputs[:, n:]], dim=1)
-                gate, routed = weights[rows], active[rows]
-                learned_probs = None if probs is None else probs[:, rows]
-            row_weights = self._row_weights(active, rows, outliers, replayed, total)
-            plain_losses, grad = self._row_gradient(
-                picked_out, target_t, row_weights.div_(len(rows))
-            )
-            if len(rows) != n:  # back to the rows of the forward pass
-                kept = np.concatenate([rows, np.arange(n, outputs.shape[1])])
-                grad = outputs.new_zeros(outputs.shape).index_copy_(
-                    1, torch.from_numpy(kept), grad
-                )
-            if learned_probs is None:
-                learned_probs = self._probs(learned)
-            routed_t = torch.from_numpy(routed)
-            mixture, gate_grad = mixture_gradient(
-                learned, gate, routed_t, target_t[: len(rows)], learned_probs
-            )
-            if self.task != "classification":
-                scaled = mixture.clamp(max=LOSS_CAP)
-                loss_sum = float(scaled.sum())
-                errors_seen = scaled.double().numpy()
-            self._bank.flat.grad = self._bank.backward(tape, grad)
-            self._consolidation.penalise(self._bank.flat)
-            self._bank.step()
-            if self.routing == "bandit":
-                context = torch.from_numpy(built.context[rows]).float()
-                self._router.learn_gate(context, routed_t, gate, gate_grad)
-            current = plain_losses[:, : len(rows)].clamp(max=LOSS_CAP)
-            detached = current.double().numpy()
-            expert_sums = detached.sum(axis=1)
-            if self.routing == "bandit":
-                rewards = -np.take_along_axis(detached.T, routed, axis=1)
-                self._router.learn_many(built.context[rows], routed, rewards)
-            samples = (row_weights[:, : len(rows)] > 0).sum(dim=1).double().numpy()
-            row_losses_np = mixture.double().numpy()
-            self._after_labels(
-                rows, windows, lags, y, codes, built.trends, row_losses_np
-            )
-            self._schedule_update(expert_sums / len(rows))
-
-        if tracked is not None and len(clean):
-            self._autoencoder.step()
-        self._router.count_routes(active[:, : self.top_k])
-        self._learn_structure(X, built.z, broken, outliers)
-        self._watch_drift(X, errors_seen, broken)
-        labels = y if self.task != "none" else np.full(n, np.nan)
-        self._context.advance(X, labels, ema)
-        self.records += n
-        self.batches += 1
-        if self.records // self.consolidate_every > (
-            self.records - n
-        ) // self.consolidate_every:
-            self._snapshot()
-        routed_rows = np.bincount(
-            active[:, : self.top_k].ravel(), minlength=n_experts
-        ).astype(float)
-        self._window_stats.add(
-            n, len(metric_rows), loss_sum, correct, expert_sums, routed_rows, samples
-        )
-        scale = max(len(rows), 1)
-        return StepReport(
-            records=n,
-            learned=len(rows),
-            loss=loss_sum / max(len(metric_rows), 1),
-            correct=correct,
-            imputed=self._scaler.imputed - imputed_before,
-            expert_losses={
-                name: float(expert_sums[i] / scale)
-                for i, name in enumerate(self.expert_names)
-            },
-            excluded=int((broken & labelled).sum()),
-            quarantined=int(outliers.sum()),
-            replayed=0 if replayed is None else len(replayed[1]),
-        )
-
-    def _training_targets(self, y: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-        if self.task == "classification":
-            targets = y[rows].astype(np.int64)
-            np.add.at(self._class_counts, targets, 1.0)
-            self._seen = max(self._seen, int(targets.max()) + 1)
-            return torch.from_numpy(targets.astype(np.float32))
-        if self.task == "none":
-            return torch.from_numpy(y[rows].astype(np.float32))
-        self._target.learn_many(y[rows, None])
-        return torch.from_numpy(self._target.transform_many(y[rows, None])[:, 0])
-
-    def _row_gradient(
-        self, outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plain prequential losses [E, rows] and the gradient over ``outputs``
-        of the experts' training loss weighted by ``weights`` (robust for the
-        consistency expert)."""
-        mask = self._mask() if self.task == "classification" else None
-        return expert_gradient(
-            outputs, target, mask, self._role["consistency"], weights
-        )
-
-    def _row_weights(
-        self,
-        active: np.ndarray,
-        rows: np.ndarray,
-        outliers: np.ndarray,
-        replayed: tuple[FeatureViews, np.ndarray, np.ndarray] | None,
-        total: int,
-    ) -> torch.Tensor:
-        E = len(self.expert_names)
-        weights = np.full((E, total), self.idle_weight, dtype=np.float32)
-        chosen = active[rows, : self.top_k]
-        weights[chosen.T, np.arange(len(rows))] = 1.0
-        if self._role["consistency"] >= 0:
-            weights[self._role["consistency"], : len(rows)][outliers[rows]] = 0.0
-        if replayed is not None:
-            weights[:, len(rows) :] = self.replay_weight
-            compressed = replayed[2]
-            block = weights[:, len(rows) :]
-            block[np.ix_(self._history_experts, compressed)] = 0.0
-            if self._role["memory"] >= 0:
-                weights[self._role["memory"], len(rows) :] = 1.0
-        return torch.from_numpy(weights)
-
     def _mixture_loss(
         self,
         outputs: torch.Tensor,
@@ -757,94 +560,6 @@ class Learner:
                 mask = torch.minimum(mask, self._governor.class_mask(_MASKED))
         self._mask_key, self._mask_value = key, mask
         return mask
-
-    # Jobs of the experts
-
-    def _after_labels(
-        self,
-        rows: np.ndarray,
-        windows: np.ndarray,
-        lags: np.ndarray,
-        y: np.ndarray,
-        codes: torch.Tensor,
-        trends: np.ndarray,
-        losses: np.ndarray,
-    ) -> None:
-        """Graph and memory updates from the labelled rows of a batch."""
-        z, z_prev = windows[rows, -1], windows[rows, -2]
-        encoded = self._context.encode(
-            np.stack([lags[rows, -1], y[rows]], axis=1), self._target
-        )
-        U = np.concatenate([z, z_prev, encoded[:, 0], encoded[:, 1]], axis=1)
-        self._graph.learn_many(U.astype(np.float64))
-        full, code_rows = memory_rows(rows, windows, lags, y, codes, trends)
-        self._memory.add(full, code_rows, losses)
-
-    def _replay_draw(self) -> tuple[FeatureViews, np.ndarray, np.ndarray] | None:
-        """Views, targets and compressed-row flags of a replay draw, if due."""
-        if not self.replay or self.task == "none" or self.batches % self.replay_every:
-            return None
-        drawn = self._memory.sample(self.replay_size)
-        full = np.concatenate([drawn["recent"], drawn["anchors"]])
-        codes = drawn["latent"]
-        if not len(full) + len(codes):
-            return None
-        W, d = self.window, self.n_features
-        T, L = self._context.trend_width, self._autoencoder.latent
-        windows, trends, lags, targets = split_rows(full, W, d, T)
-        with torch.no_grad():
-            rebuilt = self._autoencoder.decode(torch.from_numpy(codes[:, :L])).numpy()
-        code_windows, code_trends, code_lags, code_targets = expand_codes(
-            codes, rebuilt, W, d, T, L
-        )
-        windows = np.concatenate([windows, code_windows])
-        trends = np.concatenate([trends, code_trends])
-        lags = np.concatenate([lags, code_lags])
-        targets = np.concatenate([targets, code_targets]).astype(np.float64)
-        if self.task == "regression":
-            targets = self._target.transform_many(targets[:, None])[:, 0]
-        with torch.no_grad():
-            latent = self._autoencoder.encode(torch.from_numpy(windows[:, -1]))
-        built = self._views(windows, lags, latent, trends)
-        compressed = np.arange(len(windows)) >= len(full)
-        return built, targets.astype(np.float32), compressed
-
-    def _learn_structure(
-        self, X: np.ndarray, z: torch.Tensor, broken: np.ndarray, outliers: np.ndarray
-    ) -> None:
-        """Normaliser and outlier window every batch, PCA every few batches."""
-        clean = ~broken & ~outliers
-        if clean.any():
-            self._scaler.learn_many(X[clean])
-            if self.batches % self.structure_every == 0:
-                self._pca.learn_many(z[torch.from_numpy(np.flatnonzero(clean))])
-        if not clean.all():
-            left_out = X[~clean]
-            valid = np.isfinite(left_out) & (np.abs(left_out) <= self._scaler.max_abs)
-            self._scaler.imputed += int(valid.size - np.count_nonzero(valid))
-        self._outliers.learn_many(X if not broken.any() else X[~broken])
-
-    def _watch_drift(
-        self, X: np.ndarray, errors: np.ndarray, broken: np.ndarray
-    ) -> None:
-        event = self._drift.update(errors, X[~broken], self.records + len(X) - 1)
-        if event is not None:
-            self._window_events += 1
-            self._schedule.thaw()
-            self._apply_rates()
-            self._snapshot()
-
-    def _snapshot(self) -> None:
-        if self.ewc:
-            self._consolidation.snapshot(self._bank.flat, self._bank.optimizer.v)
-
-    def _schedule_update(self, losses: np.ndarray) -> None:
-        if self._schedule.update(losses):
-            self._apply_rates()
-
-    def _apply_rates(self) -> None:
-        base = np.array([self._lr[name] for name in self.expert_names])
-        self._bank.set_lrs(base * self._schedule.effective())
 
     # Stream context and feature views
 
@@ -908,7 +623,7 @@ class Learner:
             current = self._lr[name]
             moved = min(max(value, 0.5 * current), 1.5 * current)
             self._lr[name] = min(max(moved, self.lr_floor), self.lr_ceiling)
-        self._apply_rates()
+        jobs.apply_rates(self)
         for name, value in finite_items(router_priors):
             if name in self._lr:
                 index = self.expert_names.index(name)

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from sfhfe_node.errors import LearnerError
-from sfhfe_node.learner.experts import ExpertBank
 from sfhfe_node.learner.exchange import check_blend
+from sfhfe_node.learner.experts import ExpertBank
 from sfhfe_node.learner.mixture import PROBA_FLOOR, mix
 
 __all__ = ["PeerModels"]
