@@ -29,6 +29,15 @@ from sfhfe_node.learner.inputs import (
     check_targets,
     labelled_rows,
 )
+from sfhfe_node.learner.jobs import (
+    after_labels,
+    apply_rates,
+    learn_structure,
+    replay_draw,
+    schedule_update,
+    snapshot,
+    watch_drift,
+)
 from sfhfe_node.learner.labels import LabelEncoder
 from sfhfe_node.learner.learner import (
     EMBEDDING_SIZE,
@@ -60,6 +69,7 @@ from sfhfe_node.learner.summary import (
     status_of,
     take_window_of,
 )
+from sfhfe_node.learner.training import PredictedBatch, Replayed, learn_batch
 from sfhfe_node.learner.views import FeatureViews, build_views
 from sfhfe_node.learner.window import WindowStats
 
@@ -87,13 +97,17 @@ __all__ = [
     "OnlineStandardizer",
     "OutlierDetector",
     "PeerModels",
+    "PredictedBatch",
     "Prediction",
+    "Replayed",
     "Router",
     "Rules",
     "StepReport",
     "StreamContext",
     "TieredMemory",
     "WindowStats",
+    "after_labels",
+    "apply_rates",
     "blend_weights",
     "build_views",
     "check_blend",
@@ -108,6 +122,8 @@ __all__ = [
     "export_weights",
     "finite_items",
     "labelled_rows",
+    "learn_batch",
+    "learn_structure",
     "load_rules",
     "memory_bytes_of",
     "memory_rows",
@@ -115,10 +131,14 @@ __all__ = [
     "mixture_gradient",
     "mixture_loss",
     "parse_rules",
+    "replay_draw",
     "restore_state",
+    "schedule_update",
+    "snapshot",
     "split_rows",
     "state_of",
     "status_of",
     "take_window_of",
+    "watch_drift",
     "weight_spec_of",
 ]

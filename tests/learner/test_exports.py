@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import pytest
 
 import sfhfe_node.learner
 
-MODULES = [
-    "context",
-    "drift",
-    "governance",
-    "memory",
-    "meta",
-    "rules",
-    "structure",
-    "summary",
-    "experts",
-    "geometry",
-    "labels",
-    "learner",
-    "normalizer",
-    "optim",
-    "peer_models",
-    "router",
-    "window",
-    "exchange",
-    "inputs",
-    "mixture",
-    "records",
-    "replay",
-    "state",
-    "views",
-]
+MODULES = sorted(
+    module.name for module in pkgutil.iter_modules(sfhfe_node.learner.__path__)
+)
 
 
 @pytest.mark.parametrize("module", MODULES)
