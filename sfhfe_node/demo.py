@@ -223,6 +223,9 @@ def _node_row(path: Path) -> dict[str, Any]:
         "gossip_sent": summary["gossip_sent"],
         "gossip_accepted": summary["gossip_accepted"],
         "gossip_rejected": summary["gossip_rejected"],
+        "peer_weight": summary.get("peer_weight", 0.0),
+        "peer_helped": summary.get("peer_helped", 0),
+        "peer_hurt": summary.get("peer_hurt", 0),
         "peers": summary["peers"],
     }
 
@@ -231,7 +234,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The summary as a fixed-width table, one row per node."""
     header = (
         f"{'node':<8} {'records':>8} {'accuracy':>9} {'no-change':>10} "
-        f"{'insights':>9} {'sent':>6} {'accepted':>9} {'rejected':>9}  peers"
+        f"{'insights':>9} {'sent':>6} {'accepted':>9} {'rejected':>9} "
+        f"{'peer share':>10} {'helped/hurt':>11}  peers"
     )
     lines = [header, "-" * len(header)]
     for node in report["nodes"]:
@@ -239,7 +243,9 @@ def format_table(report: dict[str, Any]) -> str:
             f"{node['node_id']:<8} {node['records']:>8} {_pct(node['accuracy']):>9} "
             f"{_pct(node['no_change_accuracy']):>10} {node['insights_acked']:>9} "
             f"{node['gossip_sent']:>6} {node['gossip_accepted']:>9} "
-            f"{node['gossip_rejected']:>9}  {','.join(node['peers']) or '-'}"
+            f"{node['gossip_rejected']:>9} {node['peer_weight']:>10.3f} "
+            f"{node['peer_helped']:>5}/{node['peer_hurt']:<5}  "
+            f"{','.join(node['peers']) or '-'}"
         )
     lines.append(f"wall time {report['wall_seconds']:.1f} s")
     return "\n".join(lines)
