@@ -405,19 +405,44 @@ class Store:
                 " last_seq, NULL FROM nodes ORDER BY node_id"
             )
         rows = self._read(lambda db: db.execute(query).fetchall())
-        return [
-            NodeRecord(
-                node_id=row[0],
-                gossip=row[1],
-                embedding=json.loads(row[2]),
-                records=row[3],
-                first_seen=row[4],
-                last_seen=row[5],
-                last_seq=row[6],
-                last=None if row[7] is None else _unpack(row[7]),
-            )
-            for row in rows
-        ]
+        return [_node(row) for row in rows]
+
+    def recent_nodes(self, limit: int) -> list[NodeRecord]:
+        """The ``limit`` nodes heard from last, most recent first, with their
+        last insight loaded."""
+        query = (
+            "SELECT n.node_id, n.gossip, n.embedding, n.records, n.first_seen,"
+            " n.last_seen, n.last_seq, i.body FROM nodes n LEFT JOIN insights"
+            " i ON i.node_id = n.node_id AND i.seq = n.last_seq"
+            " ORDER BY n.last_seen DESC, n.node_id LIMIT ?"
+        )
+        rows = self._read(lambda db: db.execute(query, (int(limit),)).fetchall())
+        return [_node(row) for row in rows]
+
+    def history(
+        self, node_ids: Sequence[str], limit: int
+    ) -> dict[str, list[tuple[int, float, dict[str, Any]]]]:
+        """Each node's last ``limit`` insights as ``(seq, received, insight)``.
+
+        Oldest first per node. One indexed query per node, each reading at
+        most ``limit`` rows, so the cost does not grow with the table.
+        """
+        query = (
+            "SELECT seq, received, body FROM insights WHERE node_id = ? "
+            "ORDER BY seq DESC LIMIT ?"
+        )
+
+        def read(db: sqlite3.Connection) -> dict[str, list[Any]]:
+            return {
+                node_id: db.execute(query, (node_id, int(limit))).fetchall()[::-1]
+                for node_id in node_ids
+            }
+
+        rows = self._read(read)
+        return {
+            node_id: [(seq, received, _unpack(body)) for seq, received, body in found]
+            for node_id, found in rows.items()
+        }
 
     def node_counts(self, since: float) -> tuple[int, int]:
         """Nodes known, and nodes heard from at or after ``since``."""
@@ -446,17 +471,25 @@ class Store:
         query = "SELECT count(*) FROM insights"
         return self._read(lambda db: db.execute(query).fetchone()[0])
 
-    def drift_events(self, node_id: str | None = None) -> list[dict[str, Any]]:
-        """Recorded drift reports in arrival order."""
-        args = [] if node_id is None else [node_id]
+    def drift_events(
+        self, node_id: str | None = None, *, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Recorded drift reports in arrival order.
+
+        ``limit`` keeps only the most recent ones.
+        """
+        args: list[Any] = [] if node_id is None else [node_id]
         where = "" if node_id is None else "WHERE node_id = ?"
         query = (
             "SELECT node_id, seq, received, events, active FROM drift_events "
-            f"{where} ORDER BY id"
+            f"{where} ORDER BY id DESC"
         )
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(int(limit))
         rows = self._read(lambda db: db.execute(query, args).fetchall())
         keys = ("node_id", "seq", "received", "events", "active")
-        return [dict(zip(keys, row[:4] + (bool(row[4]),))) for row in rows]
+        return [dict(zip(keys, row[:4] + (bool(row[4]),))) for row in rows[::-1]]
 
     def latest_meta(self) -> MetaRecord | None:
         """The highest saved meta version, or ``None`` before the first one."""
@@ -519,6 +552,19 @@ class Store:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             coordinator_log.warning("store rollback failed", exc_info=True)
+
+
+def _node(row: Sequence[Any]) -> NodeRecord:
+    return NodeRecord(
+        node_id=row[0],
+        gossip=row[1],
+        embedding=json.loads(row[2]),
+        records=row[3],
+        first_seen=row[4],
+        last_seen=row[5],
+        last_seq=row[6],
+        last=None if row[7] is None else _unpack(row[7]),
+    )
 
 
 def _pack(insight: dict[str, Any]) -> bytes:
