@@ -350,7 +350,8 @@ class Snapshot:
     ``known`` counts every node and ``active`` those heard from lately;
     ``nodes`` holds the most recently seen ones
     with their last insight, ``history`` their latest insights as ``(seq,
-    received, insight)`` oldest first, ``drift`` the latest drift reports and
+    received, body)`` oldest first (bodies still encoded, see
+    :meth:`Store.history`), ``drift`` the latest drift reports and
     ``meta`` the latest meta versions, both oldest first. ``taken`` is the
     coordinator's clock when the read started.
     """
@@ -359,7 +360,7 @@ class Snapshot:
     known: int
     active: int
     nodes: list[NodeRecord]
-    history: dict[str, list[tuple[int, float, dict[str, Any]]]]
+    history: dict[str, list[tuple[int, float, bytes | str]]]
     drift: list[dict[str, Any]]
     meta: list[MetaRecord]
 

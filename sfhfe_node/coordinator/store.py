@@ -54,6 +54,7 @@ __all__ = [
     "NodeRecord",
     "MetaRecord",
     "Store",
+    "unpack",
 ]
 
 SCHEMA_VERSION = 2
@@ -421,11 +422,14 @@ class Store:
 
     def history(
         self, node_ids: Sequence[str], limit: int
-    ) -> dict[str, list[tuple[int, float, dict[str, Any]]]]:
-        """Each node's last ``limit`` insights as ``(seq, received, insight)``.
+    ) -> dict[str, list[tuple[int, float, bytes | str]]]:
+        """Each node's last ``limit`` insights as ``(seq, received, body)``.
 
         Oldest first per node. One indexed query per node, each reading at
-        most ``limit`` rows, so the cost does not grow with the table.
+        most ``limit`` rows, so the cost does not grow with the table. The
+        bodies are left encoded: :func:`unpack` decodes them, on another
+        thread than the store's if there are many, so that uploads do not wait
+        for the decoding.
         """
         query = (
             "SELECT seq, received, body FROM insights WHERE node_id = ? "
@@ -438,11 +442,7 @@ class Store:
                 for node_id in node_ids
             }
 
-        rows = self._read(read)
-        return {
-            node_id: [(seq, received, _unpack(body)) for seq, received, body in found]
-            for node_id, found in rows.items()
-        }
+        return self._read(read)
 
     def node_counts(self, since: float) -> tuple[int, int]:
         """Nodes known, and nodes heard from at or after ``since``."""
@@ -464,7 +464,7 @@ class Store:
             query += " LIMIT ?"
             args.append(int(limit))
         rows = self._read(lambda db: db.execute(query, args).fetchall())
-        return [_unpack(row[0]) for row in reversed(rows)]
+        return [unpack(row[0]) for row in reversed(rows)]
 
     def count_insights(self) -> int:
         """How many distinct insights are stored."""
@@ -563,7 +563,7 @@ def _node(row: Sequence[Any]) -> NodeRecord:
         first_seen=row[4],
         last_seen=row[5],
         last_seq=row[6],
-        last=None if row[7] is None else _unpack(row[7]),
+        last=None if row[7] is None else unpack(row[7]),
     )
 
 
@@ -572,7 +572,8 @@ def _pack(insight: dict[str, Any]) -> bytes:
     return msgpack.packb(insight)
 
 
-def _unpack(body: bytes | str) -> dict[str, Any]:
+def unpack(body: bytes | str) -> dict[str, Any]:
+    """Decode a stored insight body (msgpack, or JSON text from schema 1)."""
     if isinstance(body, str):
         return json.loads(body)
     return msgpack.unpackb(body, raw=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sfhfe_node.coordinator.store import SCHEMA_VERSION, Store, StoreState
+from sfhfe_node.coordinator.store import SCHEMA_VERSION, Store, StoreState, unpack
 from sfhfe_node.errors import InvalidStateError, StoreError
 from tests.coordinator.helpers import make_insight
 
@@ -108,7 +108,7 @@ def test_history_reads_each_node_latest_insights(store: Store) -> None:
     found = store.history(["a", "b", "unknown"], 3)
     assert [seq for seq, _, _ in found["a"]] == [3, 4, 5]
     assert [(seq, received) for seq, received, _ in found["b"]] == [(0, 7.0)]
-    assert found["a"][-1][2]["node_id"] == "a" and found["unknown"] == []
+    assert unpack(found["a"][-1][2])["seq"] == 5 and found["unknown"] == []
 
 
 def test_reused_meta_version_is_an_error(store: Store) -> None:
