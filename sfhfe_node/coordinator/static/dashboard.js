@@ -162,7 +162,7 @@
       return;
     }
     const height = 240;
-    const box = { left: 52, right: WIDTH - 12, top: 10, bottom: height - 26 };
+    const box = { left: 52, right: WIDTH - 30, top: 10, bottom: height - 26 };
     const xs = drawn.flatMap((item) => item.xs);
     const ys = drawn.flatMap((item) => item.ys).filter(
       (value) => finite(value) && (!options.log || value > 0)
@@ -343,7 +343,7 @@
   function heat(value) {
     // From the card colour (no use) to a light blue (all records).
     const share = Math.max(0, Math.min(1, value));
-    const from = [30, 41, 59];
+    const from = [44, 60, 90];
     const to = [147, 197, 253];
     const mix = from.map((low, i) => Math.round(low + (to[i] - low) * Math.sqrt(share)));
     return "rgb(" + mix.join(",") + ")";
@@ -445,7 +445,7 @@
     }
     const rows = order.slice(0, DRIFT_ROWS).sort();
     const rowHeight = 18;
-    const box = { left: 130, right: WIDTH * 2 - 12, top: 6 };
+    const box = { left: 130, right: WIDTH * 2 - 30, top: 6 };
     const height = box.top + rows.length * rowHeight + 26;
     const chart = svg("svg", { viewBox: "0 0 " + WIDTH * 2 + " " + height, role: "img" });
     const colour = colours(doc.nodes.map((node) => node.node_id).concat(order));
