@@ -7,6 +7,8 @@ Endpoints::
     GET  /v1/meta            current meta-parameters, with an ETag
     GET  /v1/peers?node=ID&k=N   known nodes most similar to ID first
     GET  /v1/nodes           every node with its last window's loss and accuracy
+    GET  /v1/dashboard?nodes=N&points=M   the live dashboard's document
+    GET  /                   the live dashboard (files under /dashboard/)
     GET  /healthz            the process answers
     GET  /readyz             the store is open
     GET  /metrics            Prometheus text format
@@ -14,7 +16,11 @@ Endpoints::
 With a token file configured, every ``/v1/`` endpoint needs the header
 ``Authorization: Bearer <token>``; a missing or wrong token gets 401 and is
 counted in ``sfhfe_auth_failures_total``. ``/healthz``, ``/readyz`` and
-``/metrics`` stay open for probes and scrapers (they carry no node data).
+``/metrics`` stay open for probes and scrapers (they carry no node data), and
+so do the dashboard's page and static files: the page then asks for the token
+and sends it as that header with each poll of ``/v1/dashboard``. Every
+response carries ``X-Content-Type-Options: nosniff`` and a Content-Security-
+Policy allowing only the coordinator's own script, style and images.
 With a certificate and a key the coordinator speaks HTTPS only.
 
 Every rejection is a JSON body ``{"error": reason, "detail": message}`` with
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,9 +42,16 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from sfhfe_node.coordinator.dashboard import (
+    CONTENT_SECURITY_POLICY,
+    Asset,
+    DashboardLimits,
+    build_document,
+    load_assets,
+)
 from sfhfe_node.coordinator.meta import MetaLearner
 from sfhfe_node.coordinator.peers import rank_peers
-from sfhfe_node.coordinator.service import Coordinator
+from sfhfe_node.coordinator.service import Coordinator, Snapshot
 from sfhfe_node.coordinator.store import DURABILITY
 from sfhfe_node.errors import ConfigError, InsightError, InvalidStateError, StoreError
 from sfhfe_node.logs import coordinator_log
@@ -49,6 +63,7 @@ __all__ = [
     "CONFIG_KEY",
     "COORDINATOR_KEY",
     "TOKEN_KEY",
+    "ASSETS_KEY",
     "make_app",
     "run_coordinator",
 ]
@@ -57,7 +72,14 @@ JSON_TYPE = "application/json"
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack")
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+_OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/")
+_ASSET_PREFIX = "/dashboard/"
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 
 
 @dataclass
@@ -219,6 +241,7 @@ class CoordinatorConfig:
 CONFIG_KEY = web.AppKey("sfhfe_config", CoordinatorConfig)
 COORDINATOR_KEY = web.AppKey("sfhfe_coordinator", Coordinator)
 TOKEN_KEY = web.AppKey("sfhfe_token", bytes)
+ASSETS_KEY = web.AppKey("sfhfe_assets", dict[str, Asset])
 
 
 class _Rejected(Exception):
@@ -254,11 +277,16 @@ def make_app(config: CoordinatorConfig) -> web.Application:
         retention_rows=config.retention_rows or None,
         prune_interval=config.prune_interval,
     )
+    app[ASSETS_KEY] = load_assets()
     app.cleanup_ctx.append(_coordinator_context)
+    app.on_response_prepare.append(_security_headers)
     app.router.add_post("/v1/insights", post_insight)
     app.router.add_get("/v1/meta", get_meta)
     app.router.add_get("/v1/peers", get_peers)
     app.router.add_get("/v1/nodes", get_nodes)
+    app.router.add_get("/v1/dashboard", get_dashboard)
+    app.router.add_get("/", get_page)
+    app.router.add_get(_ASSET_PREFIX + "{name}", get_asset)
     app.router.add_get("/healthz", get_health)
     app.router.add_get("/readyz", get_ready)
     app.router.add_get("/metrics", get_metrics)
@@ -353,7 +381,8 @@ async def _auth_middleware(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
 ) -> web.StreamResponse:
     expected = request.app.get(TOKEN_KEY)
-    if expected is None or request.path in _OPEN_PATHS:
+    path = request.path
+    if expected is None or path in _OPEN_PATHS or path.startswith(_ASSET_PREFIX):
         return await handler(request)
     header = request.headers.get("Authorization")
     if header is None:
@@ -369,6 +398,13 @@ async def _auth_middleware(
     response = _error(401, "unauthorized", detail)
     response.headers["WWW-Authenticate"] = 'Bearer realm="sfhfe"'
     return response
+
+
+async def _security_headers(
+    request: web.Request, response: web.StreamResponse
+) -> None:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def _error(status: int, reason: str, detail: str) -> web.Response:
@@ -494,6 +530,84 @@ async def get_nodes(request: web.Request) -> web.StreamResponse:
             }
         )
     return web.json_response(listing)
+
+
+async def get_dashboard(request: web.Request) -> web.StreamResponse:
+    """The dashboard's document: bounded views of nodes, curves, drift and meta."""
+    config = request.app[CONFIG_KEY]
+    coordinator = request.app[COORDINATOR_KEY]
+    defaults = DashboardLimits()
+    limits = DashboardLimits(
+        nodes=_bounded(request, "nodes", defaults.nodes, DashboardLimits.max_nodes),
+        points=_bounded(
+            request, "points", defaults.points, DashboardLimits.max_points
+        ),
+    )
+    snapshot = await coordinator.snapshot(
+        nodes=limits.nodes,
+        points=limits.points,
+        drift_events=limits.drift_events,
+        meta_versions=limits.meta_versions,
+        stale_seconds=config.peer_stale_seconds,
+    )
+    # Decoding the bodies, ranking peers (quadratic in the nodes shown) and
+    # encoding megabytes of JSON all run off the loop.
+    body = await asyncio.to_thread(
+        _dashboard_body,
+        snapshot,
+        coordinator.meta.version,
+        config.peer_stale_seconds,
+        config.peers_default_k,
+    )
+    return web.Response(
+        body=body,
+        content_type=JSON_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _dashboard_body(
+    snapshot: Snapshot, meta_version: int, stale_seconds: float, peers_k: int
+) -> bytes:
+    document = build_document(
+        snapshot,
+        meta_version=meta_version,
+        stale_seconds=stale_seconds,
+        peers_k=peers_k,
+    )
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _bounded(request: web.Request, name: str, default: int, most: int) -> int:
+    raw = _single(request, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 6:
+        raise _Rejected(400, "bad_type", f"{name}={raw[:20]!r} is not an integer")
+    value = int(raw)
+    if not 1 <= value <= most:
+        raise _Rejected(400, "out_of_range", f"{name}={value} is outside [1, {most}]")
+    return value
+
+
+async def get_page(request: web.Request) -> web.StreamResponse:
+    """The dashboard's page."""
+    return _asset(request.app[ASSETS_KEY]["index.html"])
+
+
+async def get_asset(request: web.Request) -> web.StreamResponse:
+    """One of the dashboard's static files; any other name is 404."""
+    asset = request.app[ASSETS_KEY].get(request.match_info["name"])
+    if asset is None:
+        raise web.HTTPNotFound(text="no such dashboard file")
+    return _asset(asset)
+
+
+def _asset(asset: Asset) -> web.Response:
+    return web.Response(
+        body=asset.body,
+        headers={"Content-Type": asset.content_type, "Cache-Control": "no-cache"},
+    )
 
 
 async def get_health(request: web.Request) -> web.StreamResponse:

@@ -21,16 +21,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sfhfe_node.coordinator.meta import MetaLearner, MetaParams
 from sfhfe_node.coordinator.metrics import CoordinatorMetrics
-from sfhfe_node.coordinator.store import NodeRecord, Store
+from sfhfe_node.coordinator.store import MetaRecord, NodeRecord, Store
 from sfhfe_node.errors import InvalidStateError, StoreError
 from sfhfe_node.logs import coordinator_log
 
-__all__ = ["CoordinatorState", "Coordinator"]
+__all__ = ["CoordinatorState", "Coordinator", "Snapshot"]
 
 _T = TypeVar("_T")
 
@@ -274,6 +275,26 @@ class Coordinator:
         store = self._open_store()
         return await self._call(store.nodes, with_last=True)
 
+    async def snapshot(
+        self,
+        *,
+        nodes: int,
+        points: int,
+        drift_events: int,
+        meta_versions: int,
+        stale_seconds: float,
+    ) -> Snapshot:
+        """What the dashboard shows, read in one call on the store thread.
+
+        Every part is bounded: the ``nodes`` nodes heard from last, the last
+        ``points`` insights of each, the last ``drift_events`` drift reports
+        and the last ``meta_versions`` meta versions. Nodes heard from within
+        ``stale_seconds`` count as active.
+        """
+        store = self._open_store()
+        limits = (nodes, points, drift_events, meta_versions, stale_seconds)
+        return await self._call(_snapshot, store, self.clock(), *limits)
+
     async def node_counts(self, stale_seconds: float) -> tuple[int, int]:
         """Nodes known, and nodes heard from within ``stale_seconds``."""
         store = self._open_store()
@@ -320,6 +341,50 @@ class Coordinator:
         if executor is not None:
             # The thread is idle by now; joining it off the loop costs nothing.
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A bounded read of the store for the dashboard.
+
+    ``known`` counts every node and ``active`` those heard from lately;
+    ``nodes`` holds the most recently seen ones
+    with their last insight, ``history`` their latest insights as ``(seq,
+    received, body)`` oldest first (bodies still encoded, see
+    :meth:`Store.history`), ``drift`` the latest drift reports and
+    ``meta`` the latest meta versions, both oldest first. ``taken`` is the
+    coordinator's clock when the read started.
+    """
+
+    taken: float
+    known: int
+    active: int
+    nodes: list[NodeRecord]
+    history: dict[str, list[tuple[int, float, bytes | str]]]
+    drift: list[dict[str, Any]]
+    meta: list[MetaRecord]
+
+
+def _snapshot(
+    store: Store,
+    taken: float,
+    nodes: int,
+    points: int,
+    drift_events: int,
+    meta_versions: int,
+    stale_seconds: float,
+) -> Snapshot:
+    recent = store.recent_nodes(nodes)
+    known, active = store.node_counts(taken - stale_seconds)
+    return Snapshot(
+        taken=taken,
+        known=known,
+        active=active,
+        nodes=recent,
+        history=store.history([node.node_id for node in recent], points),
+        drift=store.drift_events(limit=drift_events),
+        meta=store.meta_history(meta_versions),
+    )
 
 
 def _timed(function: Callable[..., _T], *args: Any) -> tuple[_T, float]:

@@ -54,6 +54,7 @@ __all__ = [
     "NodeRecord",
     "MetaRecord",
     "Store",
+    "unpack",
 ]
 
 SCHEMA_VERSION = 2
@@ -405,19 +406,43 @@ class Store:
                 " last_seq, NULL FROM nodes ORDER BY node_id"
             )
         rows = self._read(lambda db: db.execute(query).fetchall())
-        return [
-            NodeRecord(
-                node_id=row[0],
-                gossip=row[1],
-                embedding=json.loads(row[2]),
-                records=row[3],
-                first_seen=row[4],
-                last_seen=row[5],
-                last_seq=row[6],
-                last=None if row[7] is None else _unpack(row[7]),
-            )
-            for row in rows
-        ]
+        return [_node(row) for row in rows]
+
+    def recent_nodes(self, limit: int) -> list[NodeRecord]:
+        """The ``limit`` nodes heard from last, most recent first, with their
+        last insight loaded."""
+        query = (
+            "SELECT n.node_id, n.gossip, n.embedding, n.records, n.first_seen,"
+            " n.last_seen, n.last_seq, i.body FROM nodes n LEFT JOIN insights"
+            " i ON i.node_id = n.node_id AND i.seq = n.last_seq"
+            " ORDER BY n.last_seen DESC, n.node_id LIMIT ?"
+        )
+        rows = self._read(lambda db: db.execute(query, (int(limit),)).fetchall())
+        return [_node(row) for row in rows]
+
+    def history(
+        self, node_ids: Sequence[str], limit: int
+    ) -> dict[str, list[tuple[int, float, bytes | str]]]:
+        """Each node's last ``limit`` insights as ``(seq, received, body)``.
+
+        Oldest first per node. One indexed query per node, each reading at
+        most ``limit`` rows, so the cost does not grow with the table. The
+        bodies are left encoded: :func:`unpack` decodes them, on another
+        thread than the store's if there are many, so that uploads do not wait
+        for the decoding.
+        """
+        query = (
+            "SELECT seq, received, body FROM insights WHERE node_id = ? "
+            "ORDER BY seq DESC LIMIT ?"
+        )
+
+        def read(db: sqlite3.Connection) -> dict[str, list[Any]]:
+            return {
+                node_id: db.execute(query, (node_id, int(limit))).fetchall()[::-1]
+                for node_id in node_ids
+            }
+
+        return self._read(read)
 
     def node_counts(self, since: float) -> tuple[int, int]:
         """Nodes known, and nodes heard from at or after ``since``."""
@@ -439,24 +464,32 @@ class Store:
             query += " LIMIT ?"
             args.append(int(limit))
         rows = self._read(lambda db: db.execute(query, args).fetchall())
-        return [_unpack(row[0]) for row in reversed(rows)]
+        return [unpack(row[0]) for row in reversed(rows)]
 
     def count_insights(self) -> int:
         """How many distinct insights are stored."""
         query = "SELECT count(*) FROM insights"
         return self._read(lambda db: db.execute(query).fetchone()[0])
 
-    def drift_events(self, node_id: str | None = None) -> list[dict[str, Any]]:
-        """Recorded drift reports in arrival order."""
-        args = [] if node_id is None else [node_id]
+    def drift_events(
+        self, node_id: str | None = None, *, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Recorded drift reports in arrival order.
+
+        ``limit`` keeps only the most recent ones.
+        """
+        args: list[Any] = [] if node_id is None else [node_id]
         where = "" if node_id is None else "WHERE node_id = ?"
         query = (
             "SELECT node_id, seq, received, events, active FROM drift_events "
-            f"{where} ORDER BY id"
+            f"{where} ORDER BY id DESC"
         )
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(int(limit))
         rows = self._read(lambda db: db.execute(query, args).fetchall())
         keys = ("node_id", "seq", "received", "events", "active")
-        return [dict(zip(keys, row[:4] + (bool(row[4]),))) for row in rows]
+        return [dict(zip(keys, row[:4] + (bool(row[4]),))) for row in rows[::-1]]
 
     def latest_meta(self) -> MetaRecord | None:
         """The highest saved meta version, or ``None`` before the first one."""
@@ -521,12 +554,26 @@ class Store:
             coordinator_log.warning("store rollback failed", exc_info=True)
 
 
+def _node(row: Sequence[Any]) -> NodeRecord:
+    return NodeRecord(
+        node_id=row[0],
+        gossip=row[1],
+        embedding=json.loads(row[2]),
+        records=row[3],
+        first_seen=row[4],
+        last_seen=row[5],
+        last_seq=row[6],
+        last=None if row[7] is None else unpack(row[7]),
+    )
+
+
 def _pack(insight: dict[str, Any]) -> bytes:
     # The insight passed validate_insight: plain types, finite numbers only.
     return msgpack.packb(insight)
 
 
-def _unpack(body: bytes | str) -> dict[str, Any]:
+def unpack(body: bytes | str) -> dict[str, Any]:
+    """Decode a stored insight body (msgpack, or JSON text from schema 1)."""
     if isinstance(body, str):
         return json.loads(body)
     return msgpack.unpackb(body, raw=False)

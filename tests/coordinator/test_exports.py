@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["app", "meta", "metrics", "peers", "service", "store"]
+MODULES = ["app", "dashboard", "meta", "metrics", "peers", "service", "store"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sfhfe_node.coordinator.store import SCHEMA_VERSION, Store, StoreState
+from sfhfe_node.coordinator.store import SCHEMA_VERSION, Store, StoreState, unpack
 from sfhfe_node.errors import InvalidStateError, StoreError
 from tests.coordinator.helpers import make_insight
 
@@ -79,6 +79,36 @@ def test_drift_reports_are_recorded(store: Store) -> None:
     store.add_insight(make_insight(seq=1, drift={"events": 2, "active": True}))
     events = store.drift_events()
     assert [(e["seq"], e["events"], e["active"]) for e in events] == [(1, 2, True)]
+
+
+def test_drift_events_limit_keeps_the_latest(store: Store) -> None:
+    """drift_events(limit=N) returns the N latest reports, oldest first."""
+    drift = {"events": 1, "active": False}
+    store.add_insights([make_insight(seq=seq, drift=drift) for seq in range(5)])
+    assert [event["seq"] for event in store.drift_events(limit=2)] == [3, 4]
+    assert len(store.drift_events()) == 5
+
+
+def test_recent_nodes_come_latest_first_with_their_last_insight(
+    store: Store,
+) -> None:
+    """recent_nodes(N) returns the N nodes heard from last, with last insights."""
+    for index in range(3):
+        store.add_insight(make_insight(node_id=f"n{index}"), received=100.0 + index)
+    store.add_insight(make_insight(node_id="n0", seq=1, records=9), received=200.0)
+    recent = store.recent_nodes(2)
+    assert [node.node_id for node in recent] == ["n0", "n2"]
+    assert recent[0].last is not None and recent[0].last["records"] == 9
+
+
+def test_history_reads_each_node_latest_insights(store: Store) -> None:
+    """history() returns each node's latest insights, oldest first."""
+    store.add_insights([make_insight(node_id="a", seq=seq) for seq in range(6)], 5.0)
+    store.add_insight(make_insight(node_id="b"), received=7.0)
+    found = store.history(["a", "b", "unknown"], 3)
+    assert [seq for seq, _, _ in found["a"]] == [3, 4, 5]
+    assert [(seq, received) for seq, received, _ in found["b"]] == [(0, 7.0)]
+    assert unpack(found["a"][-1][2])["seq"] == 5 and found["unknown"] == []
 
 
 def test_reused_meta_version_is_an_error(store: Store) -> None:
