@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench_learner.py [--data DIR] [--streams elec2,shuttle]
         [--batch 64] [--seed 0] [--more-seeds 1,2] [--limit N] [--quick]
-        [--no-river] [--json PATH]
+        [--no-river] [--warmup 1000] [--json PATH]
 
 Runs every row test-then-train over the same records, in this process, one
 after the other, and prints one table per stream: accuracy, balanced
@@ -19,7 +19,10 @@ feature (skipped when River is not installed); and the per-record design the
 batched bank replaces (ten MLP experts, the top three updated by Adam one
 record at a time). ``--more-seeds`` adds a row ``full:seed=S`` per listed
 seed, the full learner seeded with S. ``--quick`` runs 2,000 records per
-stream.
+stream. Before its timed run every row (River's and the per-record loop's
+too) runs once, untimed and thrown away, on the first ``--warmup`` records,
+so that one-time costs (first calls into a library, memory the allocator
+grows into) fall outside every row's timing alike.
 """
 
 from __future__ import annotations
@@ -246,8 +249,11 @@ def bench_stream(
     for seed in args.more_seeds:
         learners.append((f"full:seed={seed}", {}))
         seeds[f"full:seed={seed}"] = seed
+    w = min(args.warmup, len(X))
     for row_name, options in learners:
         run_probes = probes if row_name == "full" else None
+        if w:
+            run_learner(X[:w], y[:w], names, args.batch, seeds[row_name], options)
         predicted, seconds = run_learner(
             X, y, names, args.batch, seeds[row_name], options, run_probes
         )
@@ -262,9 +268,13 @@ def bench_stream(
               file=sys.stderr)
     else:
         for row_name, make in models.items():
+            if w:
+                run_river(make, X[:w], y[:w], names)
             predicted, seconds = run_river(make, X, y, names)
             rows.append(_row(row_name, y, predicted, seconds))
             _progress(rows[-1])
+    if w:
+        run_per_record_loop(X[:w], y[:w], args.seed)
     predicted, seconds = run_per_record_loop(X, y, args.seed)
     rows.append(_row("per_record_loop", y, predicted, seconds))
     _progress(rows[-1])
@@ -325,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-river", action="store_true")
+    parser.add_argument(
+        "--warmup", type=int, default=1000,
+        help="records of the untimed run before each row (0: none)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick and args.limit is None:
