@@ -82,6 +82,23 @@ def test_bad_rows_do_not_stop_the_node(tmp_path: Path) -> None:
     assert figures["records"] == 81
 
 
+def test_young_learner_reads_smaller_batches(tmp_path: Path) -> None:
+    """The first --early-records come in batches of --early-batch-size."""
+    stream = tmp_path / "s.csv"
+    make_stream(stream, np.random.default_rng(4).integers(0, 2, size=400))
+    batches = {}
+    for early in ("128", "0"):
+        summary = tmp_path / f"summary-{early}.json"
+        lines = run_client(
+            tmp_path, stream, f"early-{early}", "--batch-size", "64",
+            "--early-batch-size", "16", "--early-records", early,
+            "--summary", str(summary),
+        )
+        assert len(lines) == 400
+        batches[early] = json.loads(summary.read_text())["batches"]
+    assert batches == {"128": 128 // 16 + 5, "0": 7}  # 272 and 400 rows by 64
+
+
 def test_follow_learns_lines_appended_later(tmp_path: Path) -> None:
     """With --follow the node predicts new lines as they arrive and stops on SIGTERM."""
     stream = tmp_path / "grow.csv"
