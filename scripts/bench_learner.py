@@ -6,23 +6,28 @@ Usage::
         [--batch 64] [--seed 0] [--more-seeds 1,2] [--limit N] [--quick]
         [--no-river] [--warmup 1000] [--json PATH]
 
-Runs every row test-then-train over the same records, in this process, one
-after the other, and prints one table per stream: accuracy, balanced
-accuracy (mean recall over the classes present), records per second of the
-learning loop (reading excluded) and the process's peak resident memory after
-the row (the full learner runs first, so its figure is its own; later rows
-show the running maximum). Rows: the full learner; the router replaced by a
-uniform average; the mixture without replay and EWC; each expert alone; the
-no-change and majority baselines; River's adaptive random forest, Hoeffding
-adaptive tree and logistic regression, each given the previous label as a
-feature (skipped when River is not installed); and the per-record design the
-batched bank replaces (ten MLP experts, the top three updated by Adam one
-record at a time). ``--more-seeds`` adds a row ``full:seed=S`` per listed
-seed, the full learner seeded with S. ``--quick`` runs 2,000 records per
-stream. Before its timed run every row (River's and the per-record loop's
-too) runs once, untimed and thrown away, on the first ``--warmup`` records,
-so that one-time costs (first calls into a library, memory the allocator
-grows into) fall outside every row's timing alike.
+Runs every row test-then-train over the same records, in this process, and
+prints one table per stream: accuracy, balanced accuracy (mean recall over
+the classes present), records per second of the learning loop (reading
+excluded) and the process's peak resident memory after the row (the full
+learner runs first, so its figure is its own; later rows show the running
+maximum). Rows: the full learner; the router replaced by a uniform average;
+the mixture without replay and EWC; each expert alone; the no-change and
+majority baselines; River's adaptive random forest, Hoeffding adaptive tree
+and logistic regression, each given the previous label as a feature (skipped
+when River is not installed); and the per-record design the batched bank
+replaces (ten MLP experts, the top three updated by Adam one record at a
+time). ``--more-seeds`` adds a row ``full:seed=S`` per listed seed, the full
+learner seeded with S. ``--quick`` runs 2,000 records per stream.
+
+Speeds are compared in a *race*: the full learner (each seed), the River
+models and the per-record loop run interleaved, ``CHUNK`` records each in
+turn, and their records/s come from that race, so that whatever else the
+machine does meanwhile slows them alike and their ratios hold (printed
+under each table). The other rows run one after the other. Before its timed
+run every row runs once, untimed and thrown away, on the first ``--warmup``
+records, so that one-time costs (first calls into a library, memory the
+allocator grows into) fall outside every row's timing alike.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +47,12 @@ import torch
 
 from sfhfe_node.learner import DEFAULT_EXPERTS, LabelEncoder, Learner
 
-__all__ = ["main", "read_stream", "run_learner", "run_per_record_loop"]
+__all__ = ["learner_steps", "main", "race", "read_stream", "run_learner"]
 
 STREAMS = {"elec2": "class", "shuttle": "anomaly"}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK_RECORDS = 2000
+CHUNK = 1000  # records a raced row runs per turn
 
 
 def read_stream(
@@ -100,6 +106,34 @@ def _row(
     }
 
 
+def learner_steps(
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    batch: int,
+    seed: int,
+    options: dict[str, Any],
+    predicted: np.ndarray,
+    probes: dict[int, float] | None = None,
+) -> Iterator[None]:
+    """A prequential run of the learner, pausing after every ``CHUNK`` records.
+
+    Fills ``predicted``; ``probes`` maps record counts to the resident
+    memory (MB) measured when the run passed them.
+    """
+    learner = Learner(X.shape[1], seed=seed, feature_names=names, **options)
+    marks = sorted(probes) if probes is not None else []
+    pause = CHUNK
+    for start in range(0, len(X), batch):
+        prediction, _ = learner.step(X[start : start + batch], y[start : start + batch])
+        predicted[start : start + batch] = prediction.labels
+        if marks and learner.records >= marks[0]:
+            probes[marks.pop(0)] = _rss_mb()  # type: ignore[index]
+        if learner.records >= pause:
+            pause += CHUNK
+            yield
+
+
 def run_learner(
     X: np.ndarray,
     y: np.ndarray,
@@ -109,20 +143,12 @@ def run_learner(
     options: dict[str, Any],
     probes: dict[int, float] | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Predicted labels of a prequential run, and the loop's seconds.
-
-    ``probes`` maps record counts to the resident memory (MB) measured when
-    the run passed them.
-    """
-    learner = Learner(X.shape[1], seed=seed, feature_names=names, **options)
+    """Predicted labels of a whole prequential run, and its seconds."""
     predicted = np.zeros(len(X))
-    marks = sorted(probes) if probes is not None else []
+    steps = learner_steps(X, y, names, batch, seed, options, predicted, probes)
     started = time.perf_counter()
-    for start in range(0, len(X), batch):
-        prediction, _ = learner.step(X[start : start + batch], y[start : start + batch])
-        predicted[start : start + batch] = prediction.labels
-        if marks and learner.records >= marks[0]:
-            probes[marks.pop(0)] = _rss_mb()  # type: ignore[index]
+    for _ in steps:
+        pass
     return predicted, time.perf_counter() - started
 
 
@@ -145,15 +171,18 @@ def run_majority(y: np.ndarray) -> tuple[np.ndarray, float]:
     return predicted, time.perf_counter() - started
 
 
-def run_river(
-    make: Callable[[], Any], X: np.ndarray, y: np.ndarray, names: list[str]
-) -> tuple[np.ndarray, float]:
-    """A River classifier, one record at a time, with the previous label added."""
+def river_steps(
+    make: Callable[[], Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    predicted: np.ndarray,
+) -> Iterator[None]:
+    """A River classifier, one record at a time, with the previous label
+    added; pauses after every ``CHUNK`` records and fills ``predicted``."""
     model = make()
-    predicted = np.zeros(len(y))
     previous = 0.0
     rows = [dict(zip(names, row)) for row in X.tolist()]
-    started = time.perf_counter()
     for i, (features, label) in enumerate(zip(rows, y.tolist())):
         features["previous_label"] = previous
         guess = model.predict_one(features)
@@ -161,13 +190,19 @@ def run_river(
         if label >= 0:
             model.learn_one(features, int(label))
             previous = label
-    return predicted, time.perf_counter() - started
+        if (i + 1) % CHUNK == 0:
+            yield
 
 
-def run_per_record_loop(
-    X: np.ndarray, y: np.ndarray, seed: int, classes: int = 16
-) -> tuple[np.ndarray, float]:
-    """Ten MLP experts, top three by recent loss, Adam one record at a time."""
+def per_record_steps(
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    predicted: np.ndarray,
+    classes: int = 16,
+) -> Iterator[None]:
+    """Ten MLP experts, top three by recent loss, Adam one record at a time;
+    pauses after every ``CHUNK`` records and fills ``predicted``."""
     torch.manual_seed(seed)
     width = X.shape[1] + classes
     experts = [
@@ -180,10 +215,10 @@ def run_per_record_loop(
     recent = np.zeros(10)
     mean, square, count = np.zeros(X.shape[1]), np.zeros(X.shape[1]), 0
     previous = torch.zeros(classes)
-    predicted = np.zeros(len(y))
     seen = 1
-    started = time.perf_counter()
     for i in range(len(X)):
+        if i and i % CHUNK == 0:
+            yield
         row = np.nan_to_num(X[i])
         count += 1
         delta = row - mean
@@ -213,7 +248,26 @@ def run_per_record_loop(
         recent[np.setdiff1d(np.arange(10), top)] *= 0.999
         previous = torch.zeros(classes)
         previous[label] = 1.0
-    return predicted, time.perf_counter() - started
+
+
+def race(runs: dict[str, Iterator[None]]) -> dict[str, float]:
+    """Seconds each run took, advancing them in turn a chunk at a time.
+
+    Interleaved, the runs share whatever the machine does meanwhile (other
+    processes, frequency changes), so the ratios of their speeds hold even
+    when absolute speeds drift during the benchmark.
+    """
+    seconds = dict.fromkeys(runs, 0.0)
+    pending = dict(runs)
+    while pending:
+        for name, steps in list(pending.items()):
+            started = time.perf_counter()
+            try:
+                next(steps)
+            except StopIteration:
+                del pending[name]
+            seconds[name] += time.perf_counter() - started
+    return seconds
 
 
 def _river_models() -> dict[str, Callable[[], Any]] | None:
@@ -234,7 +288,6 @@ def bench_stream(
 ) -> dict[str, Any]:
     """Every row of one stream's table."""
     X, y, names = read_stream(path, target, args.limit)
-    rows = []
     probes = {20_000: 0.0, len(X): 0.0} if len(X) > 20_000 else {}
     learners: list[tuple[str, dict[str, Any]]] = [
         ("full", {}),
@@ -245,43 +298,66 @@ def bench_stream(
         (f"expert:{spec.name}", {"experts": (spec,), "top_k": 1})
         for spec in DEFAULT_EXPERTS
     ]
-    seeds = {row_name: args.seed for row_name, _ in learners}
-    for seed in args.more_seeds:
-        learners.append((f"full:seed={seed}", {}))
-        seeds[f"full:seed={seed}"] = seed
     w = min(args.warmup, len(X))
+    rows = {}
     for row_name, options in learners:
-        run_probes = probes if row_name == "full" else None
         if w:
-            run_learner(X[:w], y[:w], names, args.batch, seeds[row_name], options)
+            run_learner(X[:w], y[:w], names, args.batch, args.seed, options)
+        run_probes = probes if row_name == "full" else None
         predicted, seconds = run_learner(
-            X, y, names, args.batch, seeds[row_name], options, run_probes
+            X, y, names, args.batch, args.seed, options, run_probes
         )
-        rows.append(_row(row_name, y, predicted, seconds))
-        _progress(rows[-1])
+        rows[row_name] = _row(row_name, y, predicted, seconds)
+        _progress(rows[row_name])
     for row_name, runner in (("no_change", run_no_change), ("majority", run_majority)):
         predicted, seconds = runner(y)
-        rows.append(_row(row_name, y, predicted, seconds))
+        rows[row_name] = _row(row_name, y, predicted, seconds)
+    raced = _race_rows(X, y, names, args, w)
+    speed = {row["name"]: row["records_per_s"] for row in raced}
+    rows["full"]["records_per_s"] = speed.pop("full")
+    listed = [rows["full"]]
+    listed += [rows[row_name] for row_name, _ in learners[1:]]
+    listed += [row for row in raced if row["name"].startswith("full:")]
+    listed += [rows["no_change"], rows["majority"]]
+    listed += [row for row in raced if not row["name"].startswith("full")]
+    result: dict[str, Any] = {"records": int(len(X)), "rows": listed}
+    if probes:
+        result["full_rss_mb"] = {str(k): round(v, 1) for k, v in probes.items()}
+    return result
+
+
+def _race_rows(
+    X: np.ndarray, y: np.ndarray, names: list[str], args: argparse.Namespace, w: int
+) -> list[dict[str, Any]]:
+    """The full learner (each seed) and the baselines, raced side by side."""
+    predicted: dict[str, np.ndarray] = {}
+    runs: dict[str, Iterator[None]] = {}
+
+    def enter(row_name: str, make_steps: Callable[..., Iterator[None]]) -> None:
+        if w:
+            for _ in make_steps(X[:w], y[:w], np.zeros(w)):
+                pass
+        predicted[row_name] = np.zeros(len(X))
+        runs[row_name] = make_steps(X, y, predicted[row_name])
+
+    for i, seed in enumerate([args.seed, *args.more_seeds]):
+        row_name = f"full:seed={seed}" if i else "full"
+        enter(row_name, lambda a, b, out, s=seed: learner_steps(
+            a, b, names, args.batch, s, {}, out
+        ))
     models = None if args.no_river else _river_models()
     if models is None:
         print("river is not installed (or --no-river): its rows are skipped",
               file=sys.stderr)
     else:
         for row_name, make in models.items():
-            if w:
-                run_river(make, X[:w], y[:w], names)
-            predicted, seconds = run_river(make, X, y, names)
-            rows.append(_row(row_name, y, predicted, seconds))
-            _progress(rows[-1])
-    if w:
-        run_per_record_loop(X[:w], y[:w], args.seed)
-    predicted, seconds = run_per_record_loop(X, y, args.seed)
-    rows.append(_row("per_record_loop", y, predicted, seconds))
-    _progress(rows[-1])
-    result: dict[str, Any] = {"records": int(len(X)), "rows": rows}
-    if probes:
-        result["full_rss_mb"] = {str(k): round(v, 1) for k, v in probes.items()}
-    return result
+            enter(row_name, lambda a, b, out, m=make: river_steps(m, a, b, names, out))
+    enter("per_record_loop", lambda a, b, out: per_record_steps(a, b, args.seed, out))
+    seconds = race(runs)
+    raced = [_row(n, y, predicted[n], seconds[n]) for n in runs]
+    for row in raced:
+        _progress(row)
+    return raced
 
 
 def _progress(row: dict[str, Any]) -> None:

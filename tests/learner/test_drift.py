@@ -7,7 +7,7 @@ import pytest
 
 from sfhfe_node.learner import AdaptiveWindow, DriftMonitor, FeatureDivergence, Learner
 
-BATCH = 32
+BATCHES = (32, 64)  # a young node's batches, and the default ones
 CHANGE = 4000
 MAX_DELAY = {"sudden": 200, "gradual": 1200, "recurring": 200}
 
@@ -29,11 +29,11 @@ def _concept_stream(kind: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return X, (rule > 0).astype(np.float64)
 
 
-def _events(X: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
+def _events(X: np.ndarray, y: np.ndarray, seed: int, batch: int) -> list[dict]:
     learner = Learner(X.shape[1], seed=seed, feature_names=["a", "b", "c", "d"])
     events = []
-    for start in range(0, len(X), BATCH):
-        learner.step(X[start : start + BATCH], y[start : start + BATCH])
+    for start in range(0, len(X), batch):
+        learner.step(X[start : start + batch], y[start : start + batch])
         events += learner.drift_events()
     return events
 
@@ -92,28 +92,33 @@ def test_monitor_names_the_feature_that_moved() -> None:
     assert 3200 <= events[0].time < 3200 + 640
 
 
+@pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("kind", ["sudden", "gradual"])
-def test_learner_detects_a_concept_change_within_the_bound(kind: str) -> None:
+def test_learner_detects_a_concept_change_within_the_bound(
+    kind: str, batch: int
+) -> None:
     """The first drift event follows the change within the stated delay."""
     X, y = _concept_stream(kind, 7000, seed=0)
-    events = [e for e in _events(X, y, seed=0) if e["kind"] == "error"]
+    events = [e for e in _events(X, y, 0, batch) if e["kind"] == "error"]
     assert events, "no drift detected"
     assert CHANGE <= events[0]["time"] <= CHANGE + MAX_DELAY[kind]
 
 
-def test_learner_detects_both_changes_of_a_recurring_concept() -> None:
+@pytest.mark.parametrize("batch", BATCHES)
+def test_learner_detects_both_changes_of_a_recurring_concept(batch: int) -> None:
     """A concept that leaves and comes back is detected both times."""
     X, y = _concept_stream("recurring", 8000, seed=1)
-    times = [e["time"] for e in _events(X, y, seed=1)]
+    times = [e["time"] for e in _events(X, y, 1, batch)]
     assert any(3000 <= t <= 3000 + MAX_DELAY["recurring"] for t in times)
     assert any(6000 <= t <= 6000 + MAX_DELAY["recurring"] for t in times)
     assert len(times) <= 3
 
 
-def test_learner_raises_no_false_alarm_on_a_stationary_stream() -> None:
+@pytest.mark.parametrize("batch", BATCHES)
+def test_learner_raises_no_false_alarm_on_a_stationary_stream(batch: int) -> None:
     """At most one event per 10,000 records (the stated rate) when nothing changes."""
     X, y = _concept_stream("stationary", 10_000, seed=2)
-    assert len(_events(X, y, seed=2)) <= 1
+    assert len(_events(X, y, 2, batch)) <= 1
 
 
 def test_drift_active_is_read_only_and_follows_the_last_step() -> None:
@@ -121,8 +126,8 @@ def test_drift_active_is_read_only_and_follows_the_last_step() -> None:
     X, y = _concept_stream("sudden", 5000, seed=3)
     learner = Learner(4, seed=3)
     flags = []
-    for start in range(0, len(X), BATCH):
-        learner.step(X[start : start + BATCH], y[start : start + BATCH])
+    for start in range(0, len(X), BATCHES[0]):
+        learner.step(X[start : start + BATCHES[0]], y[start : start + BATCHES[0]])
         flags.append(learner.drift_active)
     with pytest.raises(AttributeError):
         learner.drift_active = True  # type: ignore[misc]
