@@ -40,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Every setting may also come from SFHFE_<NAME> or a --config TOML file.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--role", choices=("server", "client"), help="what this node is")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    parser.add_argument(
+        "--role", choices=("server", "client"), help="what this node is"
+    )
     add_arguments(parser)
     return parser
 
@@ -59,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.role is None:
         parser.print_usage(sys.stderr)
-        print("sfhfe-node: error: --role server or --role client is required", file=sys.stderr)
+        print(
+            "sfhfe-node: error: --role server or --role client is required",
+            file=sys.stderr,
+        )
         return 2
     try:
         settings = resolve(args.role, vars(args), config_path=args.config)
@@ -93,8 +100,12 @@ def _check(settings: Settings) -> None:
 def _config_command(argv: list[str]) -> int:
     parser = build_parser()
     parser.prog = "sfhfe-node config"
-    parser.add_argument("--print", action="store_true", dest="print_config",
-                        help="show every setting, its value and its source")
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_config",
+        help="show every setting, its value and its source",
+    )
     args = parser.parse_args(argv)
     role = args.role or "client"
     try:
@@ -183,8 +194,10 @@ def _run(main: Main, stop_timeout: float) -> int:
             loop.add_signal_handler(signum, _on_signal, stop, signum)
         loop.add_signal_handler(signal.SIGHUP, _on_hangup, reload_hooks)
         work = asyncio.create_task(main(stop, reload_hooks))
-        await asyncio.wait([work, asyncio.create_task(stop.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [work, asyncio.create_task(stop.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         if not work.done():
             done, _ = await asyncio.wait([work], timeout=stop_timeout)
             if not done:

@@ -356,7 +356,9 @@ def resolve(
 ) -> Settings:
     """Merge flags, environment, TOML file and defaults for ``role``."""
     if role not in ROLES:
-        raise ConfigError(f"role={role!r} is not allowed; use one of {', '.join(ROLES)}")
+        raise ConfigError(
+            f"role={role!r} is not allowed; use one of {', '.join(ROLES)}"
+        )
     environ = os.environ if environ is None else environ
     table = _load_toml(config_path, role) if config_path else {}
     unknown = sorted(set(table) - set(_BY_NAME))
@@ -371,7 +373,8 @@ def resolve(
         if role not in setting.roles:
             continue
         raw, source = _pick(setting, role, flags, environ, table, config_path)
-        values[setting.name] = _parse(setting, raw, source) if source != "default" else raw
+        parsed = _parse(setting, raw, source) if source != "default" else raw
+        values[setting.name] = parsed
         sources[setting.name] = source
     return Settings(role, values, sources)
 

@@ -112,8 +112,14 @@ def run_demo(
         # The coordinator first: clients upload to it from their first batches.
         server = _start(
             "coordinator",
-            ["--role", "server", "--listen", f"127.0.0.1:{server_port}",
-             "--state-dir", str(state / "coordinator")],
+            [
+                "--role",
+                "server",
+                "--listen",
+                f"127.0.0.1:{server_port}",
+                "--state-dir",
+                str(state / "coordinator"),
+            ],
             state,
         )
         children.append(server)
@@ -128,17 +134,39 @@ def run_demo(
             children.append(
                 _start(
                     node,
-                    ["--role", "client", "--node-id", node,
-                     "--server", f"http://127.0.0.1:{server_port}",
-                     "--listen", f"127.0.0.1:{gossip_ports[i]}",
-                     "--advertise", addresses[i], "--peers", peers,
-                     "--api", f"127.0.0.1:{api_ports[i]}",
-                     "--stream", STREAM, "--share", f"{i + 1}/{NODES}",
-                     "--state-dir", str(state / node),
-                     "--predictions", str(state / node / "predictions.jsonl"),
-                     "--summary", str(state / node / "summary.json"),
-                     "--gossip-interval", str(gossip_interval),
-                     "--gossip-cooldown", "5", "--insight-every", "5", "--stay"],
+                    [
+                        "--role",
+                        "client",
+                        "--node-id",
+                        node,
+                        "--server",
+                        f"http://127.0.0.1:{server_port}",
+                        "--listen",
+                        f"127.0.0.1:{gossip_ports[i]}",
+                        "--advertise",
+                        addresses[i],
+                        "--peers",
+                        peers,
+                        "--api",
+                        f"127.0.0.1:{api_ports[i]}",
+                        "--stream",
+                        STREAM,
+                        "--share",
+                        f"{i + 1}/{NODES}",
+                        "--state-dir",
+                        str(state / node),
+                        "--predictions",
+                        str(state / node / "predictions.jsonl"),
+                        "--summary",
+                        str(state / node / "summary.json"),
+                        "--gossip-interval",
+                        str(gossip_interval),
+                        "--gossip-cooldown",
+                        "5",
+                        "--insight-every",
+                        "5",
+                        "--stay",
+                    ],
                     state,
                 )
             )
@@ -158,9 +186,13 @@ def run_demo(
         failed = [c for c in children if c.process.returncode != 0]
         if failed:
             raise RuntimeError(
-                ", ".join(f"{c.name} exited with {c.process.returncode}" for c in failed)
+                ", ".join(
+                    f"{c.name} exited with {c.process.returncode}" for c in failed
+                )
             )
-        nodes = [_node_row(state / f"node-{i + 1}" / "summary.json") for i in range(NODES)]
+        nodes = [
+            _node_row(state / f"node-{i + 1}" / "summary.json") for i in range(NODES)
+        ]
         return {"wall_seconds": round(time.monotonic() - begun, 2), "nodes": nodes}
     except BaseException:
         for child in children:
@@ -187,7 +219,9 @@ def _follow(
         statuses = []
         for child, port in zip(clients, api_ports):
             if child.process.poll() is not None:
-                raise RuntimeError(f"{child.name} exited early with {child.process.returncode}")
+                raise RuntimeError(
+                    f"{child.name} exited early with {child.process.returncode}"
+                )
             try:
                 statuses.append(_get_json(f"http://127.0.0.1:{port}/v1/status"))
             except (urllib.error.URLError, OSError, ValueError):
@@ -262,10 +296,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a coordinator and three clients on 127.0.0.1 on Elec2.",
     )
     parser.add_argument("--report", type=Path, help="also write the summary as JSON")
-    parser.add_argument("--state-dir", type=Path,
-                        help="keep the nodes' files here (default: a temporary folder)")
-    parser.add_argument("--gossip-interval", type=float, default=1.0,
-                        help="seconds between weight exchanges (default 1)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="keep the nodes' files here (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--gossip-interval",
+        type=float,
+        default=1.0,
+        help="seconds between weight exchanges (default 1)",
+    )
     args = parser.parse_args(argv)
     state = args.state_dir or Path(tempfile.mkdtemp(prefix="sfhfe-demo-"))
     state.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,9 @@ def read_cluster_key(path: Path) -> bytes:
     try:
         key = path.read_bytes()[:8192].strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read cluster key file {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read cluster key file {path}: {exc.strerror}"
+        ) from None
     if len(key) < MIN_CLUSTER_KEY:
         raise ConfigError(
             f"cluster key file {path} must hold at least {MIN_CLUSTER_KEY} bytes "
@@ -91,5 +93,7 @@ def tls_contexts(
     """Server and client contexts from the TLS settings (None where unused)."""
     if (cert is None) != (key is None):
         raise ConfigError("tls_cert and tls_key must be given together")
-    server = server_ssl_context(cert, key) if cert is not None and key is not None else None
+    server = (
+        server_ssl_context(cert, key) if cert is not None and key is not None else None
+    )
     return server, client_ssl_context(ca_file)

@@ -87,7 +87,9 @@ def _open(spec: str) -> IO[str]:
     path = Path(location)
     try:
         if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+            return io.TextIOWrapper(
+                gzip.open(path, "rb"), encoding="utf-8", errors="replace"
+            )
         return open(path, encoding="utf-8", errors="replace", newline="")
     except OSError as exc:
         raise StreamError(f"cannot open stream {location}: {exc.strerror}") from None

@@ -41,7 +41,9 @@ def make_api(node: ClientNode) -> web.Application:
     return app
 
 
-async def start_api(node: ClientNode, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_api(
+    node: ClientNode, host: str, port: int
+) -> tuple[web.AppRunner, int]:
     """Serve the API on ``host:port`` (0: any free port); return runner and port."""
     runner = web.AppRunner(make_api(node), access_log=None)
     await runner.setup()
@@ -69,33 +71,70 @@ async def _status(request: web.Request) -> web.Response:
 _METRICS = (
     ("records", "sfhfe_client_records_total", "counter", "records learned"),
     ("batches", "sfhfe_client_batches_total", "counter", "mini-batches learned"),
-    ("skipped_rows", "sfhfe_client_skipped_rows_total", "counter", "stream rows skipped"),
+    (
+        "skipped_rows",
+        "sfhfe_client_skipped_rows_total",
+        "counter",
+        "stream rows skipped",
+    ),
     ("bad_cells", "sfhfe_client_bad_cells_total", "counter", "cells imputed"),
     ("accuracy", "sfhfe_client_accuracy", "gauge", "prequential accuracy"),
-    ("no_change_accuracy", "sfhfe_client_no_change_accuracy", "gauge",
-     "accuracy of repeating the previous label"),
+    (
+        "no_change_accuracy",
+        "sfhfe_client_no_change_accuracy",
+        "gauge",
+        "accuracy of repeating the previous label",
+    ),
     ("loss", "sfhfe_client_loss", "gauge", "mixture loss of the last batch"),
     ("insights_sent", "sfhfe_client_insights_total", "counter", "insights built"),
-    ("insights_acked", "sfhfe_client_insights_acked_total", "counter",
-     "insights acknowledged"),
+    (
+        "insights_acked",
+        "sfhfe_client_insights_acked_total",
+        "counter",
+        "insights acknowledged",
+    ),
     ("outbox", "sfhfe_client_outbox_depth", "gauge", "insights waiting"),
     ("drift_events", "sfhfe_client_drift_events_total", "counter", "drift events"),
     ("checkpoints", "sfhfe_client_checkpoints_total", "counter", "checkpoints written"),
-    ("checkpoint_age_s", "sfhfe_client_checkpoint_age_seconds", "gauge",
-     "seconds since the last checkpoint"),
+    (
+        "checkpoint_age_s",
+        "sfhfe_client_checkpoint_age_seconds",
+        "gauge",
+        "seconds since the last checkpoint",
+    ),
     ("uptime_s", "sfhfe_client_uptime_seconds", "gauge", "seconds since start"),
     ("meta_version", "sfhfe_client_meta_version", "gauge", "meta version applied"),
     ("gossip_sent", "sfhfe_client_gossip_sent_total", "counter", "weights sent"),
-    ("gossip_accepted", "sfhfe_client_gossip_accepted_total", "counter",
-     "weights accepted"),
-    ("gossip_rejected", "sfhfe_client_gossip_rejected_total", "counter",
-     "gossip messages rejected"),
-    ("peer_weight", "sfhfe_client_peer_weight", "gauge",
-     "peers' models' share of the predictions"),
-    ("peer_helped", "sfhfe_client_peer_helped_total", "counter",
-     "records the peers' models turned right"),
-    ("peer_hurt", "sfhfe_client_peer_hurt_total", "counter",
-     "records the peers' models turned wrong"),
+    (
+        "gossip_accepted",
+        "sfhfe_client_gossip_accepted_total",
+        "counter",
+        "weights accepted",
+    ),
+    (
+        "gossip_rejected",
+        "sfhfe_client_gossip_rejected_total",
+        "counter",
+        "gossip messages rejected",
+    ),
+    (
+        "peer_weight",
+        "sfhfe_client_peer_weight",
+        "gauge",
+        "peers' models' share of the predictions",
+    ),
+    (
+        "peer_helped",
+        "sfhfe_client_peer_helped_total",
+        "counter",
+        "records the peers' models turned right",
+    ),
+    (
+        "peer_hurt",
+        "sfhfe_client_peer_hurt_total",
+        "counter",
+        "records the peers' models turned wrong",
+    ),
 )
 
 
@@ -110,8 +149,10 @@ async def _metrics(request: web.Request) -> web.Response:
     lines.append("# TYPE sfhfe_client_peers gauge")
     lines.append(f"sfhfe_client_peers {len(summary['peers'])}")
     name = "sfhfe_client_peer_model_weight"
-    lines += [f"# HELP {name} each peer's model's share of the predictions",
-              f"# TYPE {name} gauge"]
+    lines += [
+        f"# HELP {name} each peer's model's share of the predictions",
+        f"# TYPE {name} gauge",
+    ]
     for peer, model in sorted(summary.get("peer_models", {}).items()):
         lines.append(f'{name}{{peer="{peer}"}} {model["weight"]}')
     text = "\n".join(lines) + "\n" + render_metrics(summary["gossip"])
@@ -130,7 +171,9 @@ async def _predict(request: web.Request) -> web.Response:
     if not isinstance(records, list) or not records:
         return _error(400, "bad_type", "records must be a non-empty list of objects")
     if len(records) > MAX_PREDICT:
-        return _error(413, "too_large", f"{len(records)} records; at most {MAX_PREDICT}")
+        return _error(
+            413, "too_large", f"{len(records)} records; at most {MAX_PREDICT}"
+        )
     if not all(isinstance(record, dict) for record in records):
         return _error(400, "bad_type", "every record must be an object")
     features = node.stream.features
@@ -150,7 +193,9 @@ def _shown(node: ClientNode, prediction: Any, count: int) -> list[dict[str, Any]
     for row in range(count):
         entry: dict[str, Any] = {"anomaly": float(prediction.anomaly[row])}
         if node.task == "classification":
-            entry["prediction"] = node.session.labels.decode(int(prediction.labels[row]))
+            entry["prediction"] = node.session.labels.decode(
+                int(prediction.labels[row])
+            )
         elif node.task == "regression":
             entry["prediction"] = float(prediction.values[row])
         rows.append(entry)

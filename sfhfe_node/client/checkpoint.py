@@ -59,7 +59,9 @@ class CheckpointStore:
             state = self._read(path)
             if state is not None:
                 if path is self.previous:
-                    client_log.warning("checkpoint %s is damaged; using the previous one", self.path)
+                    client_log.warning(
+                        "checkpoint %s is damaged; using the previous one", self.path
+                    )
                 return state
         return None
 

@@ -116,7 +116,9 @@ class ClientNode:
             client_log.error("rules not reloaded: %s", exc)
             return
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.learn_pool, self.learner.replace_rules, rules)
+        future = loop.run_in_executor(
+            self.learn_pool, self.learner.replace_rules, rules
+        )
         future.add_done_callback(_report_reload)
 
     def request_stop(self) -> None:
@@ -158,7 +160,9 @@ class ClientNode:
 
         # The stream, from the first record the checkpoint does not cover.
         start = int(checkpoint["position"]) if checkpoint else 0
-        self.stream = await loop.run_in_executor(self._read_pool, self._open_stream, start)
+        self.stream = await loop.run_in_executor(
+            self._read_pool, self._open_stream, start
+        )
         task = settings.task
         if task == "auto":
             task = "classification" if self.stream.target else "none"
@@ -222,7 +226,9 @@ class ClientNode:
         )
         await self.gossip.start()
         scheme = "wss" if ssl_server is not None else "ws"
-        self.advertise = settings.advertise or _advertised(scheme, host, self.gossip.port)
+        self.advertise = settings.advertise or _advertised(
+            scheme, host, self.gossip.port
+        )
         for address in (checkpoint or {}).get("peer_addresses", []):
             if address not in settings.peers and address != self.advertise:
                 self.gossip.add_peer_address(address)
@@ -233,7 +239,10 @@ class ClientNode:
             token = read_token(settings.token_file) if settings.token_file else None
             self.outbox = Outbox(self.state_dir / "outbox")
             self.uplink = Uplink(
-                settings.server, self.outbox, self._on_meta, token=token,
+                settings.server,
+                self.outbox,
+                self._on_meta,
+                token=token,
                 ssl_context=ssl_client,
             )
             self.uplink.start()
@@ -257,7 +266,9 @@ class ClientNode:
         if self.notifier.enabled:
             self._spawn(self._heartbeat(), "heartbeat")
 
-    async def _fetch_meta(self, token: str | None, context: ssl.SSLContext | None) -> None:
+    async def _fetch_meta(
+        self, token: str | None, context: ssl.SSLContext | None
+    ) -> None:
         """Start from the population's meta-parameters, if the coordinator answers.
 
         A node that joins a running federation then uses what the others
@@ -268,16 +279,22 @@ class ClientNode:
         url = self.settings.server + "/v1/meta"
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.get(url, headers=headers, ssl=context or True) as reply:
+                async with session.get(
+                    url, headers=headers, ssl=context or True
+                ) as reply:
                     if reply.status != 200:
-                        client_log.info("no meta-parameters at start: HTTP %d", reply.status)
+                        client_log.info(
+                            "no meta-parameters at start: HTTP %d", reply.status
+                        )
                         return
                     document = validate_meta(await reply.json(content_type=None))
         except InsightError as exc:
             client_log.warning("coordinator meta-parameters refused: %s", exc)
             return
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            client_log.info("no meta-parameters at start: %s", str(exc) or type(exc).__name__)
+            client_log.info(
+                "no meta-parameters at start: %s", str(exc) or type(exc).__name__
+            )
             return
         self._on_meta(document)
 
@@ -295,8 +312,9 @@ class ClientNode:
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            found = checkpoint.get("format")
             raise ConfigError(
-                f"checkpoint in {self.state_dir} has format {checkpoint.get('format')!r};"
+                f"checkpoint in {self.state_dir} has format {found!r};"
                 f" this version reads {CHECKPOINT_FORMAT}"
             )
         if list(checkpoint["features"]) != self.stream.features:
@@ -379,7 +397,11 @@ class ClientNode:
         )
         if self.uplink is not None:
             stopping = self._stop.is_set()
-            timeout = self.settings.stop_timeout / 4 if stopping else self.settings.drain_timeout
+            timeout = (
+                self.settings.stop_timeout / 4
+                if stopping
+                else self.settings.drain_timeout
+            )
             if not await self.uplink.drain(timeout):
                 client_log.warning(
                     "coordinator unreachable; %d insight(s) stay in the outbox",
@@ -449,7 +471,9 @@ class ClientNode:
             await asyncio.sleep(interval)
             started = self._batch_started
             if started is not None and time.monotonic() - started > stall:
-                client_log.error("learner stalled for %.0f s; watchdog pings stop", stall)
+                client_log.error(
+                    "learner stalled for %.0f s; watchdog pings stop", stall
+                )
             else:
                 self.notifier.watchdog()
             self.notifier.status(self._status_line())
@@ -479,7 +503,9 @@ class ClientNode:
     def _peer_addresses(self) -> list[str]:
         """Addresses of the peers known now (event loop)."""
         known = self.gossip.stats().get("known", {}) if self.gossip else {}
-        return sorted({info["address"] for info in known.values() if info.get("address")})
+        return sorted(
+            {info["address"] for info in known.values() if info.get("address")}
+        )
 
     def _save_checkpoint(self, peer_addresses: list[str]) -> None:
         """Write the whole state durably (learner thread, between batches)."""
@@ -571,7 +597,9 @@ class ClientNode:
             "skipped_rows": self.stream.skipped if self.stream else 0,
             "bad_cells": self.stream.bad_cells if self.stream else 0,
             "accuracy": session.scores.accuracy if session else None,
-            "no_change_accuracy": session.scores.no_change_accuracy if session else None,
+            "no_change_accuracy": session.scores.no_change_accuracy
+            if session
+            else None,
             "loss": session.last_loss if session else None,
             "drift_events": session.drift_count if session else 0,
             "insights_sent": self.seq,

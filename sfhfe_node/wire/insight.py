@@ -102,7 +102,10 @@ def decode_body(body: bytes, content_type: str) -> Any:
     except InsightError:
         raise
     except (ValueError, RecursionError, msgpack.UnpackException) as exc:
-        raise InsightError("bad_encoding", f"body is not valid {kind}: {str(exc) or type(exc).__name__}") from None
+        raise InsightError(
+            "bad_encoding",
+            f"body is not valid {kind}: {str(exc) or type(exc).__name__}",
+        ) from None
     raise InsightError(
         "unsupported_media_type",
         f"content type {kind!r} is not allowed; use application/json or "
@@ -190,9 +193,13 @@ def validate_meta(data: Any) -> dict[str, Any]:
 def _int(lo: int, hi: int):
     def check(value: Any, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InsightError("bad_type", f"{path} must be an integer, got {_kind(value)}")
+            raise InsightError(
+                "bad_type", f"{path} must be an integer, got {_kind(value)}"
+            )
         if not lo <= value <= hi:
-            raise InsightError("out_of_range", f"{path}={value} is outside [{lo}, {hi}]")
+            raise InsightError(
+                "out_of_range", f"{path}={value} is outside [{lo}, {hi}]"
+            )
         return int(value)
 
     return check
@@ -201,12 +208,16 @@ def _int(lo: int, hi: int):
 def _float(lo: float, hi: float, *, open_low: bool = False):
     def check(value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InsightError("bad_type", f"{path} must be a number, got {_kind(value)}")
+            raise InsightError(
+                "bad_type", f"{path} must be a number, got {_kind(value)}"
+            )
         value = float(value)
         if not math.isfinite(value):
             raise InsightError("not_finite", f"{path}={value} is not a finite number")
         if value < lo or value > hi or (open_low and value == lo):
-            raise InsightError("out_of_range", f"{path}={value} is outside [{lo}, {hi}]")
+            raise InsightError(
+                "out_of_range", f"{path}={value} is outside [{lo}, {hi}]"
+            )
         return value
 
     return check
@@ -221,14 +232,18 @@ def _optional(inner):
 
 def _bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
-        raise InsightError("bad_type", f"{path} must be true or false, got {_kind(value)}")
+        raise InsightError(
+            "bad_type", f"{path} must be true or false, got {_kind(value)}"
+        )
     return value
 
 
 def _text(pattern: re.Pattern[str], what: str):
     def check(value: Any, path: str) -> str:
         if not isinstance(value, str):
-            raise InsightError("bad_type", f"{path} must be a string, got {_kind(value)}")
+            raise InsightError(
+                "bad_type", f"{path} must be a string, got {_kind(value)}"
+            )
         if not pattern.fullmatch(value):
             raise InsightError("bad_value", f"{path}={value[:80]!r} is not {what}")
         return value
@@ -240,7 +255,8 @@ def _choice(options: tuple[str, ...]):
     def check(value: Any, path: str) -> str:
         if value not in options:
             raise InsightError(
-                "bad_value", f"{path}={str(value)[:40]!r} is not one of {', '.join(options)}"
+                "bad_value",
+                f"{path}={str(value)[:40]!r} is not one of {', '.join(options)}",
             )
         return str(value)
 
@@ -254,7 +270,9 @@ def _vector(max_len: int):
         if not isinstance(value, list):
             raise InsightError("bad_type", f"{path} must be a list, got {_kind(value)}")
         if len(value) > max_len:
-            raise InsightError("too_large", f"{path} has {len(value)} items; at most {max_len}")
+            raise InsightError(
+                "too_large", f"{path} has {len(value)} items; at most {max_len}"
+            )
         return [number(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
     return check
@@ -265,7 +283,9 @@ def _mapping(key: re.Pattern[str], inner, max_len: int):
         if not isinstance(value, dict):
             raise InsightError("bad_type", f"{path} must be a map, got {_kind(value)}")
         if len(value) > max_len:
-            raise InsightError("too_large", f"{path} has {len(value)} entries; at most {max_len}")
+            raise InsightError(
+                "too_large", f"{path} has {len(value)} entries; at most {max_len}"
+            )
         clean = {}
         for name, item in value.items():
             _text(key, "a valid name")(name, f"{path} key")
@@ -293,12 +313,16 @@ def _fields(
         raise InsightError("bad_type", f"{path} must be a map, got {_kind(value)}")
     unknown = sorted(str(name)[:40] for name in value if name not in fields)
     if unknown:
-        raise InsightError("unknown_field", f"{path} has unknown field(s): {', '.join(unknown)}")
+        raise InsightError(
+            "unknown_field", f"{path} has unknown field(s): {', '.join(unknown)}"
+        )
     missing = sorted(
         name for name in fields if name not in value and name not in optional
     )
     if missing:
-        raise InsightError("missing_field", f"{path} lacks field(s): {', '.join(missing)}")
+        raise InsightError(
+            "missing_field", f"{path} lacks field(s): {', '.join(missing)}"
+        )
     return {
         name: check(value[name], f"{path}.{name}")
         for name, check in fields.items()
@@ -352,6 +376,8 @@ _OPTIONAL_TOP = frozenset({"peer_models"})
 
 _META_FIELDS = {
     "version": _int(0, MAX_SEQ),
-    "learning_rates": _mapping(_EXPERT_NAME, _float(0.0, 10.0, open_low=True), MAX_EXPERTS),
+    "learning_rates": _mapping(
+        _EXPERT_NAME, _float(0.0, 10.0, open_low=True), MAX_EXPERTS
+    ),
     "router_priors": _mapping(_EXPERT_NAME, _float(0.0, 1.0), MAX_EXPERTS),
 }
