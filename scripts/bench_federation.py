@@ -43,7 +43,7 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sfhfe_node.gossip.protocol import Hello, Weights, decode, encode  # noqa: E402
+from sfhfe_node.gossip.protocol import Hello, Weights, decode, encode
 
 ELEC2 = ROOT.parent / "shared" / "data" / "elec2.csv"
 NODES = 4

@@ -36,10 +36,10 @@ from websockets.asyncio.client import ClientConnection, connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sfhfe_node.gossip.merge import blend_params, params_norm  # noqa: E402
-from sfhfe_node.gossip.node import GossipNode  # noqa: E402
-from sfhfe_node.gossip.protocol import Ack, Hello, Weights, decode, encode  # noqa: E402
-from sfhfe_node.learner import Learner  # noqa: E402
+from sfhfe_node.gossip.merge import blend_params, params_norm
+from sfhfe_node.gossip.node import GossipNode
+from sfhfe_node.gossip.protocol import Ack, Hello, Weights, decode, encode
+from sfhfe_node.learner import Learner
 
 KEY = b"benchmark-cluster-key-0123456789"
 BIG = "big"

@@ -24,7 +24,7 @@ from sfhfe_node.config import EXIT_CONFIG, Settings, add_arguments, resolve
 from sfhfe_node.errors import ConfigError, StreamError
 from sfhfe_node.logs import cli_log, reopen_logs, setup_logging
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 EXIT_NOINPUT = 66
 

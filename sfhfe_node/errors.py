@@ -21,15 +21,15 @@ for counters and 4xx replies, next to its human-readable message.
 from __future__ import annotations
 
 __all__ = [
-    "SfhfeError",
     "ConfigError",
+    "InsightError",
+    "InvalidStateError",
+    "LearnerError",
+    "ProtocolError",
+    "SfhfeError",
+    "StoreError",
     "StreamError",
     "ValidationError",
-    "InsightError",
-    "ProtocolError",
-    "LearnerError",
-    "StoreError",
-    "InvalidStateError",
 ]
 
 

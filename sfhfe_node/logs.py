@@ -15,15 +15,15 @@ from pathlib import Path
 __all__ = [
     "ROOT",
     "cli_log",
-    "learner_log",
-    "coordinator_log",
     "client_log",
-    "uplink_log",
-    "gossip_log",
-    "stream_log",
+    "coordinator_log",
     "demo_log",
+    "gossip_log",
+    "learner_log",
     "reopen_logs",
     "setup_logging",
+    "stream_log",
+    "uplink_log",
 ]
 
 ROOT = "sfhfe_node"

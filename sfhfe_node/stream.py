@@ -31,7 +31,7 @@ import numpy as np
 
 from sfhfe_node.errors import StreamError
 
-__all__ = ["Batch", "RecordStream", "BUILTIN", "parse_share", "count_rows"]
+__all__ = ["BUILTIN", "Batch", "RecordStream", "count_rows", "parse_share"]
 
 MAX_LINE = 1 << 20
 BUILTIN = {"elec2": ("elec2.csv.gz", "class")}

@@ -27,7 +27,7 @@ import torch
 from sfhfe_node.client.files import write_atomic
 from sfhfe_node.logs import client_log
 
-__all__ = ["CheckpointStore", "CHECKPOINT_NAME"]
+__all__ = ["CHECKPOINT_NAME", "CheckpointStore"]
 
 MAGIC = b"SFHFECK1"
 CHECKPOINT_NAME = "checkpoint.bin"

@@ -28,9 +28,9 @@ import socket
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -40,11 +40,11 @@ from aiohttp import web
 
 from sfhfe_node.client.api import start_api
 from sfhfe_node.client.checkpoint import CheckpointStore
+from sfhfe_node.client.files import write_atomic, write_json
 from sfhfe_node.client.host import LearnerHost
 from sfhfe_node.client.outbox import Outbox
 from sfhfe_node.client.predictions import PredictionWriter
 from sfhfe_node.client.session import LearningSession
-from sfhfe_node.client.files import write_atomic, write_json
 from sfhfe_node.client.uplink import Uplink
 from sfhfe_node.config import Settings
 from sfhfe_node.errors import ConfigError, InsightError, InvalidStateError, LearnerError

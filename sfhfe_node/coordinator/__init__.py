@@ -13,17 +13,17 @@ from sfhfe_node.coordinator.service import Coordinator, CoordinatorState
 from sfhfe_node.coordinator.store import MetaRecord, NodeRecord, Store, StoreState
 
 __all__ = [
+    "Coordinator",
     "CoordinatorConfig",
-    "make_app",
-    "run_coordinator",
+    "CoordinatorState",
     "MetaLearner",
     "MetaParams",
-    "cosine",
-    "rank_peers",
-    "Coordinator",
-    "CoordinatorState",
     "MetaRecord",
     "NodeRecord",
     "Store",
     "StoreState",
+    "cosine",
+    "make_app",
+    "rank_peers",
+    "run_coordinator",
 ]

@@ -59,11 +59,11 @@ from sfhfe_node.security import read_token, server_ssl_context
 from sfhfe_node.wire.insight import decode_body, validate_insight
 
 __all__ = [
-    "CoordinatorConfig",
+    "ASSETS_KEY",
     "CONFIG_KEY",
     "COORDINATOR_KEY",
     "TOKEN_KEY",
-    "ASSETS_KEY",
+    "CoordinatorConfig",
     "make_app",
     "run_coordinator",
 ]

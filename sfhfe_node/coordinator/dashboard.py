@@ -51,8 +51,8 @@ from sfhfe_node.coordinator.service import Snapshot
 from sfhfe_node.coordinator.store import NodeRecord, unpack
 
 __all__ = [
-    "Asset",
     "CONTENT_SECURITY_POLICY",
+    "Asset",
     "DashboardLimits",
     "build_document",
     "load_assets",

@@ -82,7 +82,7 @@ from typing import Any
 
 from sfhfe_node.wire.insight import MAX_EXPERTS, validate_meta
 
-__all__ = ["MetaParams", "MetaLearner", "TRIGGERS"]
+__all__ = ["TRIGGERS", "MetaLearner", "MetaParams"]
 
 TRIGGERS = ("drift", "performance", "samples", "time")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
-__all__ = ["LatencySummary", "CoordinatorMetrics"]
+__all__ = ["CoordinatorMetrics", "LatencySummary"]
 
 _QUANTILES = (0.5, 0.9, 0.99)
 

@@ -31,7 +31,7 @@ from sfhfe_node.coordinator.store import MetaRecord, NodeRecord, Store
 from sfhfe_node.errors import InvalidStateError, StoreError
 from sfhfe_node.logs import coordinator_log
 
-__all__ = ["CoordinatorState", "Coordinator", "Snapshot"]
+__all__ = ["Coordinator", "CoordinatorState", "Snapshot"]
 
 _T = TypeVar("_T")
 

@@ -48,12 +48,12 @@ from sfhfe_node.errors import InvalidStateError, StoreError
 from sfhfe_node.logs import coordinator_log
 
 __all__ = [
-    "SCHEMA_VERSION",
     "DURABILITY",
-    "StoreState",
-    "NodeRecord",
+    "SCHEMA_VERSION",
     "MetaRecord",
+    "NodeRecord",
     "Store",
+    "StoreState",
     "unpack",
 ]
 

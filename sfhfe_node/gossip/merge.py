@@ -34,14 +34,14 @@ from sfhfe_node.errors import ProtocolError
 __all__ = [
     "NORM_RATIO",
     "NORM_SLACK",
-    "WeightSpec",
-    "Update",
     "RoundBuffer",
+    "Update",
+    "WeightSpec",
+    "blend_params",
     "check_weights",
+    "combine",
     "params_norm",
     "update_weight",
-    "combine",
-    "blend_params",
 ]
 
 NORM_RATIO = 10.0

@@ -37,7 +37,7 @@ import torch
 from sfhfe_node.errors import LearnerError
 from sfhfe_node.learner.optim import FlatAdam
 
-__all__ = ["ExpertSpec", "DEFAULT_EXPERTS", "ExpertBank"]
+__all__ = ["DEFAULT_EXPERTS", "ExpertBank", "ExpertSpec"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 

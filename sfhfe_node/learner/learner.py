@@ -55,7 +55,7 @@ from sfhfe_node.learner.training import PredictedBatch, learn_batch
 from sfhfe_node.learner.views import FeatureViews, build_views
 from sfhfe_node.learner.window import WindowStats
 
-__all__ = ["Learner", "Prediction", "StepReport", "EMBEDDING_SIZE", "STATE_FORMAT"]
+__all__ = ["EMBEDDING_SIZE", "STATE_FORMAT", "Learner", "Prediction", "StepReport"]
 
 TASKS = ("classification", "regression", "none")
 ROUTINGS = ("bandit", "uniform")

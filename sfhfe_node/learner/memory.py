@@ -9,7 +9,7 @@ import torch
 
 from sfhfe_node.errors import LearnerError
 
-__all__ = ["Consolidation", "TieredMemory", "TIERS"]
+__all__ = ["TIERS", "Consolidation", "TieredMemory"]
 
 TIERS = ("recent", "latent", "anchors")
 

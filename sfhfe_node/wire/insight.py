@@ -58,9 +58,9 @@ from sfhfe_node.errors import InsightError
 
 __all__ = [
     "INSIGHT_SCHEMA",
-    "MAX_INSIGHT_BYTES",
-    "MAX_EXPERTS",
     "MAX_EMBEDDING",
+    "MAX_EXPERTS",
+    "MAX_INSIGHT_BYTES",
     "decode_body",
     "make_insight",
     "validate_insight",

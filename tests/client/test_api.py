@@ -6,14 +6,13 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 
 from sfhfe_node.client.daemon import ClientNode
 from sfhfe_node.config import settings_for
 from tests.client.test_daemon import make_stream
 from tests.conftest import TIMEOUT
-
-import numpy as np
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 from sfhfe_node.coordinator import CoordinatorConfig, run_coordinator
 from tests.conftest import TIMEOUT
 
-__all__ = ["make_insight", "expert", "running"]
+__all__ = ["expert", "make_insight", "running"]
 
 _BASE: dict[str, Any] = {
     "schema": 1,
