@@ -9,6 +9,11 @@ than :data:`MAX_LINE` bytes or a JSON line that is not an object is skipped and
 counted (``skipped``); a cell that is not a finite number becomes NaN, which
 the learner imputes, and is counted (``bad_cells``). Neither stops the stream.
 
+A batch never waits for records that have not arrived once it holds one:
+with ``follow`` a file's partial batch goes out when the file stops growing,
+and on standard input (a pipe from a live source) when no whole line is
+waiting (:class:`PipeLines`).
+
 Limitation: a CSV field quoted across a line break is read as a broken row and
 skipped, since lines are bounded one at a time before parsing.
 """
@@ -20,6 +25,8 @@ import gzip
 import io
 import json
 import math
+import os
+import select
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +38,14 @@ import numpy as np
 
 from sfhfe_node.errors import StreamError
 
-__all__ = ["BUILTIN", "Batch", "RecordStream", "count_rows", "parse_share"]
+__all__ = [
+    "BUILTIN",
+    "Batch",
+    "PipeLines",
+    "RecordStream",
+    "count_rows",
+    "parse_share",
+]
 
 MAX_LINE = 1 << 20
 BUILTIN = {"elec2": ("elec2.csv.gz", "class")}
@@ -69,9 +83,58 @@ def count_rows(spec: str) -> int:
     return max(lines - (0 if spec.startswith("jsonl:") else 1), 0)
 
 
-def _open(spec: str) -> IO[str]:
+class PipeLines:
+    """Lines of a pipe (standard input), and whether one is ready now.
+
+    Reads the file descriptor itself, so that :meth:`ready` knows whether a
+    line can be had without blocking: buffered text readers hide what they
+    hold from ``select``. Bytes that are not UTF-8 are replaced.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = bytearray()
+        self._eof = False
+
+    def readline(self, limit: int = -1) -> str:
+        """The next line with its newline, at most ``limit`` bytes of it;
+        ``""`` at end of input. Blocks until a line (or the end) arrives."""
+        while not self._eof and b"\n" not in self._buffer and (
+            limit < 0 or len(self._buffer) < limit
+        ):
+            chunk = os.read(self.fd, 65536)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._eof = True
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if limit >= 0:
+            end = min(end, limit)
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return line.decode("utf-8", errors="replace")
+
+    def ready(self) -> bool:
+        """Whether :meth:`readline` would return without waiting: a whole
+        line (or the end of input) has arrived. Takes in what is waiting on
+        the descriptor without blocking."""
+        while not self._eof and b"\n" not in self._buffer:
+            if not select.select([self.fd], [], [], 0)[0]:
+                return False
+            chunk = os.read(self.fd, 65536)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._eof = True
+        return True
+
+    def close(self) -> None:
+        """Nothing to release: the descriptor belongs to the process."""
+
+
+def _open(spec: str) -> IO[str] | PipeLines:
     if spec == "-":
-        return sys.stdin
+        return PipeLines(sys.stdin.fileno())
     kind, _, location = spec.partition(":")
     if kind == "builtin":
         if location not in BUILTIN:
@@ -205,7 +268,7 @@ class RecordStream:
         """Close the source; closing twice is harmless."""
         if not self.closed:
             self.closed = True
-            if self._file is not sys.stdin:
+            if not isinstance(self._file, PipeLines):
                 self._file.close()
 
     def read_batch(self, size: int) -> Batch | None:
@@ -216,6 +279,9 @@ class RecordStream:
         while len(indices) < size:
             if self._end is not None and self.position >= self._end:
                 break
+            if indices and isinstance(self._file, PipeLines):
+                if not self._file.ready():
+                    break  # a live pipe: predict what has arrived
             line = self._next_line(wait=not indices)
             if line is None:
                 break

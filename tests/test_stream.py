@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sfhfe_node.errors import StreamError
-from sfhfe_node.stream import MAX_LINE, RecordStream, count_rows, parse_share
+from sfhfe_node.stream import (
+    MAX_LINE,
+    PipeLines,
+    RecordStream,
+    count_rows,
+    parse_share,
+)
 
 
 def write(path: Path, text: str) -> str:
@@ -117,3 +128,69 @@ def test_follow_returns_partial_batches_and_waits_for_more(tmp_path: Path) -> No
         assert batch.index.tolist() == [3] and batch.targets == ["1"]
         stream.stop()
         assert stream.read_batch(32) is None
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    """A real OS pipe (read end, write end); both closed afterwards."""
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    for fd in (read_end, write_end):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_pipe_lines_know_when_a_line_is_ready(pipe: tuple[int, int]) -> None:
+    """A line is ready only once its newline arrived; the end is ready too."""
+    read_end, write_end = pipe
+    lines = PipeLines(read_end)
+    assert not lines.ready()
+    os.write(write_end, b"1,2")
+    assert not lines.ready()  # half a line is not a line
+    os.write(write_end, b",3\n4,5")
+    assert lines.ready()
+    assert lines.readline() == "1,2,3\n"
+    assert not lines.ready()
+    os.write(write_end, b",6\n\xff\n")
+    assert lines.readline() == "4,5,6\n"
+    assert lines.readline() == "\ufffd\n"  # not UTF-8: replaced
+    os.close(write_end)
+    assert lines.ready()
+    assert lines.readline() == ""
+
+
+def test_pipe_lines_bound_a_long_line(pipe: tuple[int, int]) -> None:
+    """readline returns at most ``limit`` bytes; the rest follows."""
+    read_end, write_end = pipe
+    os.write(write_end, b"x" * 100 + b"\n")
+    lines = PipeLines(read_end)
+    assert lines.readline(30) == "x" * 30
+    assert lines.readline() == "x" * 70 + "\n"
+
+
+def test_standard_input_batches_hold_what_has_arrived(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live pipe gives a partial batch at once instead of waiting for a full one."""
+    read_end, write_end = pipe
+
+    class _Stdin:
+        def fileno(self) -> int:
+            return read_end
+
+    monkeypatch.setattr(sys, "stdin", _Stdin())
+    os.write(write_end, b"a,b,y\n1,2,0\n3,4,1\n5,6,0\n")
+    stream = RecordStream("-", target="y")
+    batch = stream.read_batch(64)
+    assert batch is not None and batch.index.tolist() == [0, 1, 2]
+    later = threading.Timer(0.2, os.write, (write_end, b"7,8,1\n"))
+    later.start()
+    began = time.monotonic()
+    batch = stream.read_batch(64)  # waits for the first record only
+    later.join()
+    assert batch is not None and batch.index.tolist() == [3]
+    assert time.monotonic() - began < 5.0
+    os.close(write_end)
+    assert stream.read_batch(64) is None

@@ -132,6 +132,42 @@ def test_follow_learns_lines_appended_later(tmp_path: Path) -> None:
     assert indices == list(range(25))
 
 
+def test_standard_input_records_are_predicted_as_they_arrive(tmp_path: Path) -> None:
+    """A live pipe's records are predicted without waiting for a full batch;
+    the node ends with its input."""
+    predictions = tmp_path / "p.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client",
+         "--stream", "-", "--target", "y",
+         "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
+         "--predictions", str(predictions)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    assert process.stdin is not None
+
+    def lines() -> int:
+        return len(predictions.read_text().splitlines()) if predictions.exists() else 0
+
+    try:
+        process.stdin.write(b"a,y\n" + b"1,0\n2,1\n" * 3)
+        process.stdin.flush()
+        deadline = time.monotonic() + TIMEOUT * 3
+        while lines() < 6:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        process.stdin.write(b"3,0\n" * 4)
+        process.stdin.close()
+        assert process.wait(TIMEOUT * 3) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if not process.stdin.closed:
+            process.stdin.close()
+    indices = [json.loads(line)["index"] for line in predictions.read_text().splitlines()]
+    assert indices == list(range(10))
+
+
 def test_insight_carries_the_peer_models_totals() -> None:
     """The insight's ``peer_models`` sums up the host's figures, or is left out
     while the node holds no peer's model."""
