@@ -279,9 +279,9 @@ class RecordStream:
         while len(indices) < size:
             if self._end is not None and self.position >= self._end:
                 break
-            if indices and isinstance(self._file, PipeLines):
-                if not self._file.ready():
-                    break  # a live pipe: predict what has arrived
+            pipe = isinstance(self._file, PipeLines)
+            if indices and pipe and not self._file.ready():
+                break  # a live pipe: predict what has arrived
             line = self._next_line(wait=not indices)
             if line is None:
                 break
