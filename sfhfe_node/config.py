@@ -25,6 +25,7 @@ from sfhfe_node.errors import ConfigError
 
 __all__ = [
     "EXIT_CONFIG",
+    "EXPERTS",
     "SETTINGS",
     "Setting",
     "Settings",
@@ -67,6 +68,8 @@ class Setting:
         return self.default
 
 
+EXPERTS = 10  # experts in the learner (learner.experts.DEFAULT_EXPERTS)
+
 # Parsers: each takes the text (or a TOML value) and returns the value or raises
 # ValueError with what is allowed.
 
@@ -81,18 +84,46 @@ def _path(value: Any) -> Path:
     return Path(str(value)).expanduser()
 
 
+def _integer(value: Any, allowed: str) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(allowed)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(allowed) from None
+
+
 def _positive_int(value: Any) -> int:
-    number = int(value)
+    number = _integer(value, "an integer > 0")
     if number <= 0:
         raise ValueError("an integer > 0")
     return number
 
 
 def _count(value: Any) -> int:
-    number = int(value)
+    number = _integer(value, "an integer >= 0")
     if number < 0:
         raise ValueError("an integer >= 0")
     return number
+
+
+def _top_k(value: Any) -> int:
+    allowed = f"an integer from 1 to {EXPERTS} (the learner has {EXPERTS} experts)"
+    number = _integer(value, allowed)
+    if not 1 <= number <= EXPERTS:
+        raise ValueError(allowed)
+    return number
+
+
+def _share(value: Any) -> str:
+    text = str(value)
+    try:
+        part, total = (int(item) for item in text.split("/"))
+    except ValueError:
+        raise ValueError("I/N with 1 <= I <= N, e.g. 2/3") from None
+    if not 1 <= part <= total:
+        raise ValueError("I/N with 1 <= I <= N, e.g. 2/3")
+    return text
 
 
 def _seconds(value: Any) -> float:
@@ -221,7 +252,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("follow", _flag, False,
             "at the end of a file stream, wait for more lines (a growing file)",
             ("client",)),
-    Setting("share", _text, None,
+    Setting("share", _share, None,
             "I/N: learn only the I-th of N contiguous blocks of the stream",
             ("client",)),
     Setting("target", _text, None, "target column (none: anomaly scores only)",
@@ -271,7 +302,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("discovery_interval", _seconds, 60.0,
             "seconds between asks for peers at the coordinator (0: never)",
             ("client",)),
-    Setting("top_k", _positive_int, 4, "experts active per record", ("client",)),
+    Setting("top_k", _top_k, 4, "experts active per record", ("client",)),
     Setting("seed", _count, 0, "random seed of the learner", ("client",)),
     Setting("rate", _rate, 0.0, "most records per second (0: as fast as possible)",
             ("client",)),

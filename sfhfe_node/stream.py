@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 MAX_LINE = 1 << 20
+PEEK_LINES = 1000  # lines a JSON-lines stream may take to show a first record
 BUILTIN = {"elec2": ("elec2.csv.gz", "class")}
 
 
@@ -91,17 +92,29 @@ class PipeLines:
     hold from ``select``. Bytes that are not UTF-8 are replaced.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, poll: float = 0.2) -> None:
         self.fd = fd
+        self.poll = poll
         self._buffer = bytearray()
         self._eof = False
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Make a waiting :meth:`readline` return what it has (within ``poll``
+        seconds), and every later one at once."""
+        self._stopped = True
 
     def readline(self, limit: int = -1) -> str:
         """The next line with its newline, at most ``limit`` bytes of it;
-        ``""`` at end of input. Blocks until a line (or the end) arrives."""
+        ``""`` at end of input or after :meth:`stop`. Waits until a line (or
+        the end) arrives."""
         while not self._eof and b"\n" not in self._buffer and (
             limit < 0 or len(self._buffer) < limit
         ):
+            if not select.select([self.fd], [], [], self.poll)[0]:
+                if self._stopped:
+                    return ""
+                continue
             chunk = os.read(self.fd, 65536)
             if chunk:
                 self._buffer += chunk
@@ -204,6 +217,7 @@ class RecordStream:
         self.closed = False
         self._stop = False
         self._pending = ""
+        self._held: list[str] = []  # lines read ahead, returned first
         self._end = None
         self._first = 0
         if share is not None:
@@ -220,7 +234,9 @@ class RecordStream:
         self._columns: list[str] = []
         self.position = 0
         try:
-            if not self._jsonl:
+            if self._jsonl:
+                self._peek_columns()
+            else:
                 self._read_header()
             self._skip_to(max(start, self._first))
         except BaseException:
@@ -242,6 +258,31 @@ class RecordStream:
             raise StreamError(f"stream {self.spec} repeats a column name in its header")
         self._set_columns(self._columns)
 
+    def _peek_columns(self) -> None:
+        """Name the columns after the first JSON object of the stream.
+
+        The lines read to find it are held and read again as records (a bad
+        one before it is skipped and counted like any other).
+        """
+        seen: list[str] = []
+        while len(seen) < PEEK_LINES:
+            line = self._next_line(wait=False)
+            if line is None:
+                break
+            seen.append(line)
+            try:
+                record = json.loads(line) if line != "\x00" else None
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and record:
+                self._set_columns([str(name) for name in record])
+                self._held = seen
+                return
+        raise StreamError(
+            f"stream {self.spec} has no JSON object in its first "
+            f"{len(seen)} lines; the first record names the columns"
+        )
+
     def _set_columns(self, columns: list[str]) -> None:
         if self.target is not None:
             if self.target not in columns:
@@ -261,8 +302,11 @@ class RecordStream:
             self.position += 1
 
     def stop(self) -> None:
-        """Make a blocked ``read_batch`` in follow mode return what it has."""
+        """Make a blocked ``read_batch`` (follow mode, standard input) return
+        what it has."""
         self._stop = True
+        if isinstance(self._file, PipeLines):
+            self._file.stop()
 
     def close(self) -> None:
         """Close the source; closing twice is harmless."""
@@ -306,6 +350,8 @@ class RecordStream:
         with ``wait`` the call sleeps until a line arrives or :meth:`stop`;
         without it, it returns None so that a partial batch goes out now.
         """
+        if self._held:
+            return self._held.pop(0)
         while True:
             chunk = self._file.readline(MAX_LINE + 1)
             if chunk:

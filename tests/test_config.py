@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sfhfe_node.config import EXIT_CONFIG, resolve
+from sfhfe_node.config import EXIT_CONFIG, EXPERTS, resolve
 from sfhfe_node.errors import ConfigError
+from sfhfe_node.learner import DEFAULT_EXPERTS
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
@@ -40,13 +41,23 @@ def test_role_defaults_differ() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("batch_size", "0"), ("listen", "nohost"), ("server", "ftp://x"),
-     ("peers", "http://a:1"), ("gossip_margin", "2"), ("log_level", "loud")],
+     ("peers", "http://a:1"), ("gossip_margin", "2"), ("log_level", "loud"),
+     ("batch_size", "abc"), ("batch_size", 2.5), ("top_k", "11"), ("top_k", "0"),
+     ("share", "4/3"), ("share", "1/0"), ("share", "half")],
 )
 def test_bad_value_names_setting_and_value(name: str, value: str) -> None:
-    """A bad value is refused with the setting's name and the value in the message."""
+    """A bad value is refused with the setting's name, the value and what is
+    allowed in the message."""
     with pytest.raises(ConfigError, match=name) as caught:
         resolve("client", {name: value}, {})
-    assert repr(value) in str(caught.value)
+    assert repr(str(value)) in str(caught.value)
+    assert "invalid literal" not in str(caught.value)
+
+
+def test_top_k_bound_is_the_number_of_experts() -> None:
+    """top_k is checked against the learner's own expert count."""
+    assert EXPERTS == len(DEFAULT_EXPERTS)
+    assert resolve("client", {"top_k": str(EXPERTS)}, {}).top_k == EXPERTS
 
 
 def test_unknown_file_key_is_refused(tmp_path: Path) -> None:

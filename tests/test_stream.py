@@ -84,6 +84,28 @@ def test_jsonl_stream_reads_objects(tmp_path: Path) -> None:
     assert stream.skipped == 2
 
 
+def test_jsonl_columns_are_known_once_opened(tmp_path: Path) -> None:
+    """A JSON-lines stream names its features before the first batch (a
+    learner is sized from them), from its first object; earlier bad lines
+    are still read as skipped records."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        'not json\n{"a": 1, "b": 2, "y": 0}\n{"a": 3, "b": 4, "y": 1}\n'
+    )
+    with RecordStream(f"jsonl:{path}", "y") as stream:
+        assert stream.features == ["a", "b"]
+        batch = stream.read_batch(10)
+    assert batch.index.tolist() == [1, 2] and stream.skipped == 1
+
+
+def test_jsonl_without_an_object_is_a_stream_error(tmp_path: Path) -> None:
+    """A JSON-lines stream with no object to name its columns is refused at once."""
+    path = tmp_path / "s.jsonl"
+    path.write_text("[1]\nnot json\n")
+    with pytest.raises(StreamError, match="no JSON object"):
+        RecordStream(f"jsonl:{path}", "y")
+
+
 def test_builtin_elec2_is_shipped() -> None:
     """The package carries the Elec2 stream with its target."""
     with RecordStream("builtin:elec2") as stream:
@@ -92,7 +114,9 @@ def test_builtin_elec2_is_shipped() -> None:
         assert len(stream.read_batch(5)) == 5
 
 
-@pytest.mark.parametrize("spec", ["csv:/nonexistent/x.csv", "tcp:1.2.3.4", "builtin:nope"])
+@pytest.mark.parametrize(
+    "spec", ["csv:/nonexistent/x.csv", "tcp:1.2.3.4", "builtin:nope"]
+)
 def test_unopenable_stream_is_a_stream_error(spec: str) -> None:
     """A stream that cannot be opened raises StreamError with the reason."""
     with pytest.raises(StreamError):
@@ -194,3 +218,15 @@ def test_standard_input_batches_hold_what_has_arrived(
     assert time.monotonic() - began < 5.0
     os.close(write_end)
     assert stream.read_batch(64) is None
+
+
+def test_stop_ends_a_wait_on_a_silent_pipe(pipe: tuple[int, int]) -> None:
+    """stop() makes a readline waiting on an open, silent pipe return."""
+    read_end, _ = pipe
+    lines = PipeLines(read_end, poll=0.05)
+    stopper = threading.Timer(0.2, lines.stop)
+    stopper.start()
+    began = time.monotonic()
+    assert lines.readline() == ""
+    stopper.join()
+    assert time.monotonic() - began < 5.0

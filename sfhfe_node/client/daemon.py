@@ -235,6 +235,10 @@ class ClientNode:
 
         # Local API, the uplink, and the heartbeat for systemd.
         self._api_runner, self.api_port = await start_api(self, *settings.api)
+        client_log.info(
+            "local API on http://%s:%d (status, metrics, predict); gossip at %s",
+            settings.api[0], self.api_port, self.advertise,
+        )
         if settings.server:
             token = read_token(settings.token_file) if settings.token_file else None
             self.outbox = Outbox(self.state_dir / "outbox")

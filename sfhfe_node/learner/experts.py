@@ -464,7 +464,7 @@ class ExpertBank:
         blending in an expert's own weights changes nothing.
         """
         for pname, tensor in self._slices(name).items():
-            other = torch.from_numpy(params[pname])
+            other = torch.from_numpy(np.array(params[pname], dtype=np.float32))
             mixed = tensor * (1.0 - factor) + other * factor
             tensor.copy_(torch.where(other == tensor, tensor, mixed))
 

@@ -82,6 +82,29 @@ def test_bad_rows_do_not_stop_the_node(tmp_path: Path) -> None:
     assert figures["records"] == 81
 
 
+def test_jsonl_stream_is_learned(tmp_path: Path) -> None:
+    """A client learns a JSON-lines stream end to end, one prediction per record."""
+    rng = np.random.default_rng(5)
+    stream = tmp_path / "s.jsonl"
+    rows = [
+        json.dumps({"a": float(a), "b": float(b), "y": int(a + b > 0)})
+        for a, b in rng.normal(size=(200, 2))
+    ]
+    stream.write_text("\n".join(rows) + "\n")
+    predictions = tmp_path / "p.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client",
+         "--stream", f"jsonl:{stream}", "--target", "y",
+         "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
+         "--predictions", str(predictions)],
+        capture_output=True, text=True, timeout=TIMEOUT * 6,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(range(200))
+    assert "local API on http://127.0.0.1:" in result.stderr  # its port, logged
+
+
 def test_young_learner_reads_smaller_batches(tmp_path: Path) -> None:
     """The first --early-records come in batches of --early-batch-size."""
     stream = tmp_path / "s.csv"
@@ -128,7 +151,8 @@ def test_follow_learns_lines_appended_later(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT * 3) == 0
-    indices = [json.loads(line)["index"] for line in predictions.read_text().splitlines()]
+    lines = predictions.read_text().splitlines()
+    indices = [json.loads(line)["index"] for line in lines]
     assert indices == list(range(25))
 
 
@@ -164,8 +188,41 @@ def test_standard_input_records_are_predicted_as_they_arrive(tmp_path: Path) -> 
             process.wait()
         if not process.stdin.closed:
             process.stdin.close()
-    indices = [json.loads(line)["index"] for line in predictions.read_text().splitlines()]
+    lines = predictions.read_text().splitlines()
+    indices = [json.loads(line)["index"] for line in lines]
     assert indices == list(range(10))
+
+
+def test_sigterm_stops_a_client_waiting_on_standard_input(tmp_path: Path) -> None:
+    """A client whose open input brings nothing stops cleanly on SIGTERM."""
+    predictions = tmp_path / "p.jsonl"
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sfhfe_node", "--role", "client",
+         "--stream", "-", "--target", "y", "--listen", "127.0.0.1:0",
+         "--state-dir", str(state), "--predictions", str(predictions)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    assert process.stdin is not None
+
+    def count() -> int:
+        return len(predictions.read_text().splitlines()) if predictions.exists() else 0
+
+    try:
+        process.stdin.write(b"a,y\n" + b"1,0\n2,1\n" * 5)
+        process.stdin.flush()
+        deadline = time.monotonic() + TIMEOUT * 3
+        while count() < 10:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT * 3) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdin.close()
+    assert (state / "checkpoint.bin").exists()
 
 
 def test_insight_carries_the_peer_models_totals() -> None:
