@@ -24,6 +24,8 @@ sequence, so that a crash at any moment loses no record and repeats none.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import socket
 import ssl
 import time
@@ -94,6 +96,7 @@ class ClientNode:
         self.discovery: Discovery | None = None
         self.checkpoint_store = CheckpointStore(self.state_dir)
         self.api_port: int | None = None
+        self._lock_fd: int | None = None
         self.advertise: str | None = None
         self.learn_pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="reader")
@@ -145,10 +148,30 @@ class ClientNode:
             await self._shutdown()
         return 0
 
+    def _lock_state_dir(self) -> None:
+        """Hold ``STATE_DIR/lock`` for the life of the process: two nodes on
+        one state directory would share an id and overwrite each other's
+        checkpoints. The lock file names the holder's process id."""
+        path = self.state_dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"another node (process {holder}) is using {self.state_dir}; "
+                "give each node its own --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     async def _start(self) -> None:
         settings = self.settings
         torch.set_num_threads(settings.threads)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
         loop = asyncio.get_running_loop()
 
         # Identity, then the checkpoint that says where to resume.

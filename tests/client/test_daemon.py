@@ -225,6 +225,38 @@ def test_sigterm_stops_a_client_waiting_on_standard_input(tmp_path: Path) -> Non
     assert (state / "checkpoint.bin").exists()
 
 
+def test_second_node_on_one_state_directory_is_refused(tmp_path: Path) -> None:
+    """A state directory in use by a running node refuses a second one (78)."""
+    state = tmp_path / "state"
+    command = [
+        sys.executable, "-m", "sfhfe_node", "--role", "client", "--stream", "-",
+        "--target", "y", "--listen", "127.0.0.1:0", "--state-dir", str(state),
+    ]
+    first = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert first.stdin is not None
+    try:
+        first.stdin.write(b"a,y\n1,0\n")
+        first.stdin.flush()
+        deadline = time.monotonic() + TIMEOUT * 3
+        while not (state / "lock").exists() or not (state / "lock").read_text():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
+        second = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=TIMEOUT * 6,
+        )
+        assert second.returncode == 78
+        assert f"process {first.pid}" in second.stderr
+        assert "own --state-dir" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.stdin.close()
+        assert first.wait(TIMEOUT * 3) == 0
+
+
 def test_insight_carries_the_peer_models_totals() -> None:
     """The insight's ``peer_models`` sums up the host's figures, or is left out
     while the node holds no peer's model."""
