@@ -33,6 +33,7 @@ allocator grows into) fall outside every row's timing alike.
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import json
 import resource
@@ -134,6 +135,11 @@ def learner_steps(
             yield
 
 
+def _drain(steps: Iterator[None]) -> None:
+    """Run a paused run to its end."""
+    collections.deque(steps, maxlen=0)
+
+
 def run_learner(
     X: np.ndarray,
     y: np.ndarray,
@@ -147,8 +153,7 @@ def run_learner(
     predicted = np.zeros(len(X))
     steps = learner_steps(X, y, names, batch, seed, options, predicted, probes)
     started = time.perf_counter()
-    for _ in steps:
-        pass
+    _drain(steps)
     return predicted, time.perf_counter() - started
 
 
@@ -320,7 +325,7 @@ def bench_stream(
     listed += [row for row in raced if row["name"].startswith("full:")]
     listed += [rows["no_change"], rows["majority"]]
     listed += [row for row in raced if not row["name"].startswith("full")]
-    result: dict[str, Any] = {"records": int(len(X)), "rows": listed}
+    result: dict[str, Any] = {"records": len(X), "rows": listed}
     if probes:
         result["full_rss_mb"] = {str(k): round(v, 1) for k, v in probes.items()}
     return result
@@ -335,8 +340,7 @@ def _race_rows(
 
     def enter(row_name: str, make_steps: Callable[..., Iterator[None]]) -> None:
         if w:
-            for _ in make_steps(X[:w], y[:w], np.zeros(w)):
-                pass
+            _drain(make_steps(X[:w], y[:w], np.zeros(w)))
         predicted[row_name] = np.zeros(len(X))
         runs[row_name] = make_steps(X, y, predicted[row_name])
 
@@ -383,11 +387,11 @@ def print_table(name: str, result: dict[str, Any]) -> None:
     if "full_rss_mb" in result:
         print(f"\nfull learner resident memory by records: {result['full_rss_mb']}")
     speed = {row["name"]: row["records_per_s"] for row in result["rows"]}
-    baselines = [name for name in ("river_arf", "per_record_loop") if speed.get(name)]
-    for name, value in speed.items():
-        if name == "full" or name.startswith("full:"):
+    baselines = [b for b in ("river_arf", "per_record_loop") if speed.get(b)]
+    for row_name, value in speed.items():
+        if row_name == "full" or row_name.startswith("full:"):
             ratios = ", ".join(f"{value / speed[b]:.1f}x {b}" for b in baselines)
-            print(f"{name} throughput: {ratios}")
+            print(f"{row_name} throughput: {ratios}")
 
 
 def _seed_list(text: str) -> list[int]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sfhfe_node.errors import ConfigError
+from sfhfe_node.errors import ConfigError, StreamError
+from sfhfe_node.stream import parse_share
 
 __all__ = [
     "EXIT_CONFIG",
@@ -116,14 +117,11 @@ def _top_k(value: Any) -> int:
 
 
 def _share(value: Any) -> str:
-    text = str(value)
     try:
-        part, total = (int(item) for item in text.split("/"))
-    except ValueError:
+        parse_share(str(value))
+    except StreamError:
         raise ValueError("I/N with 1 <= I <= N, e.g. 2/3") from None
-    if not 1 <= part <= total:
-        raise ValueError("I/N with 1 <= I <= N, e.g. 2/3")
-    return text
+    return str(value)
 
 
 def _seconds(value: Any) -> float:

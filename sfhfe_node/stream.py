@@ -320,11 +320,11 @@ class RecordStream:
         indices: list[int] = []
         rows: list[list[float]] = []
         targets: list[str | None] = []
+        pipe = self._file if isinstance(self._file, PipeLines) else None
         while len(indices) < size:
             if self._end is not None and self.position >= self._end:
                 break
-            pipe = isinstance(self._file, PipeLines)
-            if indices and pipe and not self._file.ready():
+            if indices and pipe is not None and not pipe.ready():
                 break  # a live pipe: predict what has arrived
             line = self._next_line(wait=not indices)
             if line is None:

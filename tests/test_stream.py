@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -160,10 +161,8 @@ def pipe() -> Iterator[tuple[int, int]]:
     read_end, write_end = os.pipe()
     yield read_end, write_end
     for fd in (read_end, write_end):
-        try:
+        with contextlib.suppress(OSError):  # a test may have closed it
             os.close(fd)
-        except OSError:
-            pass
 
 
 def test_pipe_lines_know_when_a_line_is_ready(pipe: tuple[int, int]) -> None:

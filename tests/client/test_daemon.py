@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -156,47 +158,10 @@ def test_follow_learns_lines_appended_later(tmp_path: Path) -> None:
     assert indices == list(range(25))
 
 
-def test_standard_input_records_are_predicted_as_they_arrive(tmp_path: Path) -> None:
-    """A live pipe's records are predicted without waiting for a full batch;
-    the node ends with its input."""
-    predictions = tmp_path / "p.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sfhfe_node", "--role", "client",
-         "--stream", "-", "--target", "y",
-         "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
-         "--predictions", str(predictions)],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    assert process.stdin is not None
-
-    def lines() -> int:
-        return len(predictions.read_text().splitlines()) if predictions.exists() else 0
-
-    try:
-        process.stdin.write(b"a,y\n" + b"1,0\n2,1\n" * 3)
-        process.stdin.flush()
-        deadline = time.monotonic() + TIMEOUT * 3
-        while lines() < 6:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.1)
-        process.stdin.write(b"3,0\n" * 4)
-        process.stdin.close()
-        assert process.wait(TIMEOUT * 3) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if not process.stdin.closed:
-            process.stdin.close()
-    lines = predictions.read_text().splitlines()
-    indices = [json.loads(line)["index"] for line in lines]
-    assert indices == list(range(10))
-
-
-def test_sigterm_stops_a_client_waiting_on_standard_input(tmp_path: Path) -> None:
-    """A client whose open input brings nothing stops cleanly on SIGTERM."""
-    predictions = tmp_path / "p.jsonl"
-    state = tmp_path / "state"
+@contextlib.contextmanager
+def stdin_client(state: Path, predictions: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A client reading CSV on its standard input (a pipe the test writes);
+    killed afterwards if the test did not end it, its input closed."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sfhfe_node", "--role", "client",
          "--stream", "-", "--target", "y", "--listen", "127.0.0.1:0",
@@ -204,56 +169,75 @@ def test_sigterm_stops_a_client_waiting_on_standard_input(tmp_path: Path) -> Non
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     assert process.stdin is not None
-
-    def count() -> int:
-        return len(predictions.read_text().splitlines()) if predictions.exists() else 0
-
     try:
-        process.stdin.write(b"a,y\n" + b"1,0\n2,1\n" * 5)
-        process.stdin.flush()
-        deadline = time.monotonic() + TIMEOUT * 3
-        while count() < 10:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(TIMEOUT * 3) == 0
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         process.stdin.close()
+
+
+def wait_for_predictions(
+    process: subprocess.Popen[bytes], predictions: Path, count: int
+) -> None:
+    """Wait until ``predictions`` holds ``count`` lines (the process alive)."""
+    deadline = time.monotonic() + TIMEOUT * 3
+    while not predictions.exists() or (
+        len(predictions.read_text().splitlines()) < count
+    ):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+
+
+def test_standard_input_records_are_predicted_as_they_arrive(tmp_path: Path) -> None:
+    """A live pipe's records are predicted without waiting for a full batch;
+    the node ends with its input."""
+    predictions = tmp_path / "p.jsonl"
+    with stdin_client(tmp_path / "state", predictions) as process:
+        assert process.stdin is not None
+        process.stdin.write(b"a,y\n" + b"1,0\n2,1\n" * 3)
+        process.stdin.flush()
+        wait_for_predictions(process, predictions, 6)
+        process.stdin.write(b"3,0\n" * 4)
+        process.stdin.close()
+        assert process.wait(TIMEOUT * 3) == 0
+    lines = predictions.read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == list(range(10))
+
+
+def test_sigterm_stops_a_client_waiting_on_standard_input(tmp_path: Path) -> None:
+    """A client whose open input brings nothing stops cleanly on SIGTERM."""
+    predictions, state = tmp_path / "p.jsonl", tmp_path / "state"
+    with stdin_client(state, predictions) as process:
+        assert process.stdin is not None
+        process.stdin.write(b"a,y\n" + b"1,0\n2,1\n" * 5)
+        process.stdin.flush()
+        wait_for_predictions(process, predictions, 10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT * 3) == 0
     assert (state / "checkpoint.bin").exists()
 
 
 def test_second_node_on_one_state_directory_is_refused(tmp_path: Path) -> None:
     """A state directory in use by a running node refuses a second one (78)."""
-    state = tmp_path / "state"
-    command = [
-        sys.executable, "-m", "sfhfe_node", "--role", "client", "--stream", "-",
-        "--target", "y", "--listen", "127.0.0.1:0", "--state-dir", str(state),
-    ]
-    first = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert first.stdin is not None
-    try:
+    predictions, state = tmp_path / "p.jsonl", tmp_path / "state"
+    with stdin_client(state, predictions) as first:
+        assert first.stdin is not None
         first.stdin.write(b"a,y\n1,0\n")
         first.stdin.flush()
-        deadline = time.monotonic() + TIMEOUT * 3
-        while not (state / "lock").exists() or not (state / "lock").read_text():
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.1)
+        wait_for_predictions(first, predictions, 1)  # started: it holds the lock
         second = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            [sys.executable, "-m", "sfhfe_node", "--role", "client",
+             "--stream", "-", "--target", "y", "--listen", "127.0.0.1:0",
+             "--state-dir", str(state)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=TIMEOUT * 6,
         )
         assert second.returncode == 78
         assert f"process {first.pid}" in second.stderr
         assert "own --state-dir" in second.stderr
-    finally:
         first.send_signal(signal.SIGTERM)
-        first.stdin.close()
         assert first.wait(TIMEOUT * 3) == 0
 
 
